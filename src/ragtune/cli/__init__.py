@@ -1,0 +1,1 @@
+"""The ``ragtune`` command line: a thin typer layer over the library functions."""

@@ -1,0 +1,7 @@
+"""placeholder: replaced by the module owner."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    pass

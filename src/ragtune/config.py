@@ -1,0 +1,133 @@
+"""Configuration objects. Each stage owns one; :class:`RunConfig` gathers them for ``ragtune run``.
+
+Every config validates itself on construction, rejects unknown keys (so a typo in ``ragtune.yaml`` is an error that
+names the key, not a silent default), and round-trips through YAML/JSON.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ragtune.errors import ConfigError
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class IngestConfig(_Config):
+    chunk_tokens: int = Field(200, ge=16, le=8192, description="target chunk length in tokens")
+    overlap_tokens: int = Field(32, ge=0, description="tokens shared by consecutive chunks of one document")
+    min_chunk_tokens: int = Field(8, ge=1, description="shorter trailing pieces are merged or dropped")
+    max_file_mb: float = Field(20.0, gt=0, description="larger files are skipped and reported")
+    tokenizer: str | None = Field(None, description="model whose tokenizer counts tokens (default: MiniLM)")
+    extensions: list[str] = Field(
+        default_factory=lambda: [".txt", ".md", ".markdown", ".rst", ".html", ".htm", ".pdf", ".docx",
+                                 ".jsonl"])
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> IngestConfig:
+        if self.overlap_tokens >= self.chunk_tokens:
+            raise ValueError(f"overlap_tokens ({self.overlap_tokens}) must be smaller than chunk_tokens "
+                             f"({self.chunk_tokens})")
+        return self
+
+
+class SplitConfig(_Config):
+    train: float = Field(0.7, gt=0, lt=1)
+    val: float = Field(0.1, ge=0, lt=1)
+    test: float = Field(0.2, gt=0, lt=1)
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitConfig:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split fractions train+val+test must sum to 1, got {total:.3f}")
+        return self
+
+
+class GenerateConfig(_Config):
+    method: Literal["auto", "ict", "crop", "llm"] = Field(
+        "auto", description="auto = the LLM when one is configured, else inverse-cloze pseudo-queries")
+    per_chunk: int = Field(2, ge=1, le=20, description="training queries per chunk")
+    eval_per_chunk: int = Field(1, ge=1, le=5, description="evaluation queries per chunk (val/test splits)")
+    mask_prob: float = Field(0.9, ge=0, le=1, description="ICT: chance the query sentence is cut from the passage")
+    crop_min_words: int = Field(8, ge=2)
+    crop_max_words: int = Field(24, ge=2)
+    seed: int = 42
+
+
+class EmbeddingTrainConfig(_Config):
+    base: str = Field("minilm", description="sentence-transformers name or path; 'minilm' = packaged MiniLM")
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimiser steps")
+    batch_size: int = Field(32, ge=2)
+    learning_rate: float = Field(2e-5, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    max_seq_length: int = Field(256, ge=16)
+    scale: float = Field(20.0, gt=0, description="MNRL similarity scale")
+    seed: int = 42
+
+
+class EvalConfig(_Config):
+    bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for 95% CIs (0 = none)")
+    batch_size: int = Field(64, ge=1)
+    block_size: int = Field(50_000, ge=1000, description="corpus block size for streamed dense search")
+    top_k: int = Field(100, ge=10)
+    seed: int = 42
+
+
+class RunConfig(_Config):
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    embedding: EmbeddingTrainConfig = Field(default_factory=EmbeddingTrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+        """Defaults, then ``path`` (YAML), then ``overrides`` (dotted keys such as ``embedding.epochs``)."""
+        import yaml
+
+        data: dict[str, Any] = {}
+        if path is not None:
+            p = Path(path)
+            if not p.is_file():
+                raise ConfigError(f"--config {p}: file not found")
+            try:
+                data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+            if not isinstance(data, dict):
+                raise ConfigError(f"{p}: expected a mapping of sections (ingest, split, ...), "
+                                  f"got {type(data).__name__}")
+        for dotted, value in (overrides or {}).items():
+            if value is None:
+                continue
+            node = data
+            *parents, leaf = dotted.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        return validate_config(cls, data, source=str(path) if path else "configuration")
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def validate_config(cls: type[BaseModel], data: dict[str, Any], source: str = "configuration"):
+    """Build ``cls`` from ``data``; turn pydantic's error into a :class:`ConfigError` naming each bad key."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError(f"{source} is invalid:\n" + "\n".join(lines)) from None
