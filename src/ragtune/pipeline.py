@@ -1,0 +1,191 @@
+"""``ragtune run``: documents in, fine-tuned model and a report out, every step resumable.
+
+Steps (each one a folder of the run directory, see :mod:`ragtune.workspace`)::
+
+    ingest    DOCS_DIR -> ingest/corpus.jsonl (+ ingest-report.json listing skipped files)
+    split     by source document -> split/{train,val,test}/corpus.jsonl
+    generate  train: gen-queries.jsonl + gen-qrels.tsv; val/test: BEIR evaluation sets
+    train     embedding model fine-tuned on the train split -> train/embedding/model
+    eval      BM25, base and fine-tuned on the test split -> eval/test.json
+    report    report.md + report.json (+ report.html)
+
+A step whose marker exists with the same config key is skipped on rerun; the keys chain, so changing the chunking
+redoes everything after ingest, while changing the learning rate redoes only train, eval and report.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ragtune._io import atomic_write_text, file_sha256
+from ragtune.config import RunConfig
+from ragtune.errors import ConfigError
+from ragtune.workspace import Workspace, config_key
+
+logger = logging.getLogger(__name__)
+
+STEPS = ("ingest", "split", "generate", "train", "eval", "report")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    model_dir: Path | None
+    report: dict[str, Any]
+
+
+def _docs_fingerprint(docs_dir: Path) -> list[tuple[str, int, int]]:
+    """(path, size, mtime) of every file under ``docs_dir``: a change to any of them redoes ingest."""
+    out = []
+    for p in sorted(docs_dir.rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            out.append((p.relative_to(docs_dir).as_posix(), st.st_size, int(st.st_mtime)))
+    return out
+
+
+def run_pipeline(docs_dir: str | Path, run_dir: str | Path, config: RunConfig | None = None,
+                 *, stop_after: str | None = None) -> RunResult:
+    """Run every step of the main job on ``docs_dir`` inside ``run_dir`` (resuming finished steps)."""
+    config = config or RunConfig()
+    docs = Path(docs_dir)
+    if not docs.is_dir():
+        raise ConfigError(f"DOCS_DIR {docs}: not a directory. Give the folder that holds your documents "
+                          "(txt, md, html, pdf, docx, jsonl), e.g. `ragtune example docs && ragtune run docs`.")
+    if stop_after is not None and stop_after not in STEPS:
+        raise ConfigError(f"--stop-after {stop_after!r}: choose one of {', '.join(STEPS)}")
+    ws = Workspace(Path(run_dir))
+    ws.manifest.update({"docs_dir": str(docs.resolve()), "config": config.model_dump(mode="json")})
+    atomic_write_text(ws.path("config.yaml"), config.to_yaml())
+    t_start = time.perf_counter()
+
+    k_ingest = config_key([config.ingest.model_dump(), _docs_fingerprint(docs)])
+    ws.step("ingest", k_ingest, lambda: _ingest(docs, ws, config))
+    if stop_after == "ingest":
+        return RunResult(ws.root, None, {})
+
+    k_split = config_key([k_ingest, config.split.model_dump()])
+    ws.step("split", k_split, lambda: _split(ws, config))
+    if stop_after == "split":
+        return RunResult(ws.root, None, {})
+
+    k_gen = config_key([k_split, config.generate.model_dump()])
+    ws.step("generate", k_gen, lambda: _generate(ws, config))
+    if stop_after == "generate":
+        return RunResult(ws.root, None, {})
+
+    k_train = config_key([k_gen, config.embedding.model_dump()])
+    ws.step("train", k_train, lambda: _train(ws, config))
+    model_dir = ws.path("train", "embedding", "model")
+    if stop_after == "train":
+        return RunResult(ws.root, model_dir, {})
+
+    k_eval = config_key([k_train, config.eval.model_dump()])
+    ws.step("eval", k_eval, lambda: _evaluate(ws, config))
+    if stop_after == "eval":
+        return RunResult(ws.root, model_dir, {})
+
+    ws.manifest["total_seconds_this_invocation"] = round(time.perf_counter() - t_start, 1)
+    ws.step("report", config_key([k_eval, time.time()]), lambda: _report(ws))
+    from ragtune.report import load_report_data
+
+    return RunResult(ws.root, model_dir, load_report_data(ws.root))
+
+
+# --- steps ----------------------------------------------------------------------------------------------------
+
+
+def _ingest(docs: Path, ws: Workspace, config: RunConfig) -> dict[str, Any]:
+    from ragtune.data.ingest import ingest, write_ingest
+
+    result = ingest(docs, config.ingest)
+    if not result.corpus:
+        reasons = "; ".join(f"{s.path}: {s.reason}" for s in result.skipped[:10]) or "the folder is empty"
+        raise ConfigError(f"no text could be read from {docs} ({reasons}). Add txt, md, html, pdf, docx or "
+                          "jsonl files.")
+    out = ws.path("ingest")
+    write_ingest(result, out)
+    ws.manifest.setdefault("data_hashes", {})["ingest/corpus.jsonl"] = file_sha256(out / "corpus.jsonl")
+    return {"documents": len(result.documents), "chunks": len(result.corpus),
+            "skipped": len(result.skipped), "duplicates_removed": result.duplicates_removed}
+
+
+def _split(ws: Workspace, config: RunConfig) -> dict[str, Any]:
+    from ragtune.data.beir import load_corpus
+    from ragtune.data.split import split_corpus, write_splits
+
+    corpus = load_corpus(ws.path("ingest", "corpus.jsonl"))
+    splits = split_corpus(corpus, config.split)
+    write_splits(splits, ws.path("split"))
+    return {name: len(part) for name, part in splits.items()}
+
+
+def _generate(ws: Workspace, config: RunConfig) -> dict[str, Any]:
+    from ragtune.data.beir import load_corpus, write_beir, write_corpus
+    from ragtune.generate import eval_set, generate_queries, write_generated
+
+    info: dict[str, Any] = {}
+    train_corpus = load_corpus(ws.path("split", "train", "corpus.jsonl"))
+    gen = generate_queries(train_corpus, config.generate)
+    # generate/train is a complete BEIR directory: the train corpus beside the generated queries and qrels.
+    write_corpus(ws.path("generate", "train", "corpus.jsonl"), train_corpus)
+    write_generated(gen, ws.path("generate", "train"))
+    info["train_queries"] = len(gen.queries)
+    info["method"] = gen.method
+    if gen.note:
+        info["note"] = gen.note
+    for split in ("val", "test"):
+        path = ws.path("split", split, "corpus.jsonl")
+        corpus = load_corpus(path) if path.is_file() else {}
+        if not corpus:
+            info[f"{split}_queries"] = 0
+            continue
+        ds = eval_set(corpus, per_chunk=config.generate.eval_per_chunk, seed=config.generate.seed)
+        write_beir(ws.path("generate", split), ds)
+        info[f"{split}_queries"] = len(ds.queries)
+    if not info.get("test_queries"):
+        raise ConfigError("the test split has no evaluation queries: the documents are too short to cut a "
+                          "sentence out of. Add more or longer documents, or raise split.test.")
+    return info
+
+
+def _train(ws: Workspace, config: RunConfig) -> dict[str, Any]:
+    from ragtune.data.beir import load_beir
+    from ragtune.train.embedding import train_embedding
+
+    train = load_beir(ws.path("generate", "train"), queries="gen-queries.jsonl", qrels="gen-qrels.tsv")
+    val = None
+    if ws.path("generate", "val", "corpus.jsonl").is_file():
+        val = load_beir(ws.path("generate", "val"))
+    result = train_embedding(train, config.embedding, ws.path("train", "embedding"), val=val)
+    return {"model": str(result.model_dir), "steps": result.steps, "pairs": result.n_pairs,
+            "seconds": result.seconds}
+
+
+def _evaluate(ws: Workspace, config: RunConfig) -> dict[str, Any]:
+    from ragtune.data.beir import load_beir
+    from ragtune.evaluate.harness import evaluate_systems
+    from ragtune.models import resolve_model
+    from ragtune.retrieval.systems import parse_system
+
+    test = load_beir(ws.path("generate", "test"))
+    systems = [
+        parse_system("bm25", name="bm25"),
+        parse_system(f"dense:{resolve_model(config.embedding.base)}", name="base"),
+        parse_system(f"dense:{ws.path('train', 'embedding', 'model')}", name="fine-tuned"),
+    ]
+    report = evaluate_systems(test, systems, config.eval, baseline="base")
+    report.save(ws.path("eval", "test.json"))
+    atomic_write_text(ws.path("eval", "test.md"), report.to_markdown())
+    return {"queries": len(test.queries), "documents": len(test.corpus)}
+
+
+def _report(ws: Workspace) -> dict[str, Any]:
+    from ragtune.report import write_report
+
+    paths = write_report(ws.root)
+    return {"files": [str(p) for p in paths]}
