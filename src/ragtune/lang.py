@@ -21,7 +21,7 @@ def detect_language(texts: str | Iterable[str], sample: int = 200) -> str:
     """``"zh"`` when CJK ideographs make up at least 30 % of the letters of (a sample of) ``texts``, else ``"en"``."""
     if isinstance(texts, str):
         texts = [texts]
-    joined = "".join(t for _, t in zip(range(sample), texts))
+    joined = "".join(t for _, t in zip(range(sample), texts, strict=False))
     return "zh" if cjk_ratio(joined) >= 0.3 else "en"
 
 

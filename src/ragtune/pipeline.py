@@ -102,7 +102,7 @@ def run_pipeline(docs_dir: str | Path, run_dir: str | Path, config: RunConfig | 
 def _ingest(docs: Path, ws: Workspace, config: RunConfig) -> dict[str, Any]:
     from ragtune.data.ingest import ingest, write_ingest
 
-    result = ingest(docs, config.ingest)
+    result = ingest(docs, config.ingest, exclude=[ws.root])  # a run dir inside DOCS_DIR is not a document
     if not result.corpus:
         reasons = "; ".join(f"{s.path}: {s.reason}" for s in result.skipped[:10]) or "the folder is empty"
         raise ConfigError(f"no text could be read from {docs} ({reasons}). Add txt, md, html, pdf, docx or "
@@ -167,18 +167,23 @@ def _train(ws: Workspace, config: RunConfig) -> dict[str, Any]:
 
 
 def _evaluate(ws: Workspace, config: RunConfig) -> dict[str, Any]:
-    from ragtune.data.beir import load_beir
+    from ragtune.data.beir import load_beir, write_run
     from ragtune.evaluate.harness import evaluate_systems
     from ragtune.models import resolve_model
     from ragtune.retrieval.systems import parse_system
 
     test = load_beir(ws.path("generate", "test"))
-    systems = [
-        parse_system("bm25", name="bm25"),
-        parse_system(f"dense:{resolve_model(config.embedding.base)}", name="base"),
-        parse_system(f"dense:{ws.path('train', 'embedding', 'model')}", name="fine-tuned"),
-    ]
-    report = evaluate_systems(test, systems, config.eval, baseline="base")
+    specs = {"bm25": "bm25", "base": f"dense:{resolve_model(config.embedding.base)}",
+             "fine-tuned": f"dense:{ws.path('train', 'embedding', 'model')}"}
+    systems = []
+    for name, spec in specs.items():
+        system = parse_system(spec, config.eval)
+        system.name = name  # short names for the report; the spec is kept in the manifest
+        systems.append(system)
+    ws.manifest["systems"] = specs
+    report = evaluate_systems(test, systems, config.eval, baseline="base", keep_runs=True)
+    for name, run in report.runs.items():
+        write_run(ws.path("eval", "runs", f"{name}.json"), run)
     report.save(ws.path("eval", "test.json"))
     atomic_write_text(ws.path("eval", "test.md"), report.to_markdown())
     return {"queries": len(test.queries), "documents": len(test.corpus)}

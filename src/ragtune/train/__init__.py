@@ -1,0 +1,26 @@
+"""Training: one module per trained artifact (``embedding`` now; adapter, reranker, router later).
+
+Names are re-exported lazily, so ``import ragtune.train`` stays cheap until a trainer is actually used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "NoSharedPositiveBatchSampler": "ragtune.train.embedding",
+    "Pair": "ragtune.train.embedding",
+    "TrainResult": "ragtune.train.embedding",
+    "build_pairs": "ragtune.train.embedding",
+    "passage_text": "ragtune.train.embedding",
+    "train_embedding": "ragtune.train.embedding",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'ragtune.train' has no attribute {name!r}")

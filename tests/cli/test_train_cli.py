@@ -1,0 +1,38 @@
+"""``ragtune train embedding``: fine-tuning from the command line on a generated set."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from ragtune.cli.app import app
+from ragtune.errors import DataFormatError
+
+runner = CliRunner()
+
+
+def test_train_embedding_on_generated_queries_with_validation(toy_beir, tiny_model_path, tmp_path):
+    assert runner.invoke(app, ["generate", "--data", str(toy_beir), "--method", "ict"]).exit_code == 0
+    assert runner.invoke(app, ["generate", "--data", str(toy_beir), "--output", str(tmp_path / "val"),
+                               "--eval-set"]).exit_code == 0
+    out = tmp_path / "model"
+    result = runner.invoke(app, ["-q", "train", "embedding", "--data", str(toy_beir), "--base", tiny_model_path,
+                                 "--output", str(out), "--max-steps", "2", "--batch-size", "64", "--lr", "1e-4",
+                                 "--val", str(tmp_path / "val"), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["steps"] == 2 and summary["batch_size"] == 6  # clamped to the 6 chunks
+    assert summary["evals"] and "eval_val_cosine_ndcg@10" in summary["evals"][-1]
+    assert (out / "model" / "modules.json").is_file() and (out / "train-log.json").is_file()
+
+
+def test_train_embedding_reports_missing_queries(toy_beir, tmp_path):
+    result = runner.invoke(app, ["train", "embedding", "--data", str(toy_beir), "--queries", "nope.jsonl",
+                                 "--output", str(tmp_path / "m")])
+    assert isinstance(result.exception, DataFormatError) and "nope.jsonl" in str(result.exception)
+
+
+def test_train_help_lists_embedding():
+    result = runner.invoke(app, ["train", "--help"])
+    assert result.exit_code == 0 and "embedding" in result.stdout

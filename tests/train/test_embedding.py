@@ -1,0 +1,183 @@
+"""Embedding fine-tuning: pairs, the no-shared-positive batch sampler, training, checkpoints and resume."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections import Counter
+
+import pytest
+
+from ragtune.config import EmbeddingTrainConfig
+from ragtune.data.beir import load_beir
+from ragtune.errors import DataFormatError
+from ragtune.generate import ict_queries
+from ragtune.train import NoSharedPositiveBatchSampler, build_pairs, train_embedding
+from ragtune.train import embedding as emb
+
+CORPUS = {f"c{i}": {"title": f"Topic {i}", "text": f"Topic {i} opens with fact {i}. A second remark on item {i * 3}. "
+                                                   f"It closes with number {i * 7}.", "doc": f"file{i // 3}"}
+          for i in range(12)}
+
+
+def _train_data():
+    gs = ict_queries(CORPUS, per_chunk=2, mask_prob=0.5, seed=0)
+    return CORPUS, gs.queries, gs.qrels, gs.metadata
+
+
+def _config(tiny_model_path, **kw) -> EmbeddingTrainConfig:
+    return EmbeddingTrainConfig(base=tiny_model_path, batch_size=4, max_steps=4, learning_rate=1e-3,
+                                max_seq_length=64, **kw)
+
+
+# --- pairs -----------------------------------------------------------------------------------------------------
+
+
+def test_build_pairs_masks_ict_sentences_and_names_documents():
+    corpus = {"a": {"title": "T", "text": "First fact here. Second fact there.", "doc": "file.md"},
+              "b": {"title": "", "text": "Other text entirely. More of it."}}
+    queries = {"q1": "First fact here.", "q2": "Second fact there.", "q3": "Other text entirely.", "q4": "x"}
+    qrels = {"q1": {"a": 1}, "q2": {"a": 1}, "q3": {"b": 1, "missing": 1}, "q4": {"b": 0}}
+    meta = {"q1": {"method": "ict", "mask": True, "span": [0, 16]}, "q2": {"method": "ict", "mask": False},
+            "q3": {"method": "ict", "mask": True}}  # no span: removed by exact match
+    pairs = {p.query_id: p for p in build_pairs(corpus, queries, qrels, meta)}
+    assert set(pairs) == {"q1", "q2", "q3"}  # score 0 and unknown chunks are skipped
+    assert pairs["q1"].positive == "T Second fact there."
+    assert pairs["q2"].positive == "T First fact here. Second fact there."
+    assert pairs["q3"].positive == "More of it."
+    assert (pairs["q1"].positive_id, pairs["q1"].doc_id) == ("a", "file.md")
+    assert (pairs["q3"].positive_id, pairs["q3"].doc_id) == ("b", "b")
+    assert build_pairs(corpus, {"q1": "dup", "q2": "dup"}, {"q1": {"a": 1}, "q2": {"a": 1}}).__len__() == 1
+
+
+# --- sampler ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_keys, per_key, batch_size, drop_last", [
+    (10, 1, 4, False), (10, 3, 4, False), (10, 3, 4, True), (5, 7, 5, False), (3, 10, 8, False),
+    (40, 2, 32, False), (2, 1, 2, True),
+])
+def test_sampler_never_repeats_a_positive_in_a_batch(n_keys, per_key, batch_size, drop_last):
+    keys = [f"k{i % n_keys}" for i in range(n_keys * per_key)]
+    sampler = NoSharedPositiveBatchSampler(keys, batch_size=batch_size, drop_last=drop_last, seed=5, keys=keys)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) > 0
+    seen = Counter()
+    for batch in batches:
+        assert len({keys[i] for i in batch}) == len(batch)  # no shared positive
+        assert 2 <= len(batch) <= batch_size
+        if drop_last:
+            assert len(batch) == batch_size
+        seen.update(batch)
+    assert max(seen.values()) == 1  # each row at most once per epoch
+    if not drop_last and n_keys >= batch_size:
+        assert len(seen) >= len(keys) - batch_size  # only a few stragglers can be left out
+    assert list(sampler) == batches  # deterministic within an epoch
+    sampler.set_epoch(1)
+    assert list(sampler) != batches or len(batches) == 1  # reshuffled each epoch
+    again = NoSharedPositiveBatchSampler(keys, batch_size=batch_size, drop_last=drop_last, seed=5, keys=keys)
+    again.set_epoch(1)
+    assert list(again) == list(sampler)
+
+
+def test_sampler_rejects_misaligned_keys():
+    with pytest.raises(ValueError, match="keys has 2 entries"):
+        NoSharedPositiveBatchSampler([1, 2, 3], batch_size=2, drop_last=False, keys=["a", "b"])
+
+
+# --- training --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_path, tmp_path_factory):
+    """One uninterrupted 4-step run (shared by the tests below)."""
+    out = tmp_path_factory.mktemp("emb") / "run"
+    return train_embedding(_train_data(), _config(tiny_model_path), out, save_every_s=None)
+
+
+def test_training_writes_a_loadable_sentence_transformers_dir(trained):
+    from sentence_transformers import SentenceTransformer
+
+    assert trained.steps == 4 and trained.n_pairs == 24 and trained.batch_size == 4
+    assert trained.resumed_from_step is None
+    model = SentenceTransformer(str(trained.model_dir), device="cpu")
+    assert model.encode(["how long is the wall"]).shape == (1, 32)
+    log = json.loads(trained.log_path.read_text())
+    assert [row["step"] for row in log["losses"]] == [1, 2, 3, 4]
+    assert log["n_pairs"] == 24 and log["steps"] == 4 and log["steps_per_epoch"] == 6
+    assert not (trained.model_dir.parent / "checkpoints").exists()  # removed after success
+
+
+def test_interrupted_training_resumes_from_its_checkpoint(trained, tiny_model_path, tmp_path, monkeypatch):
+    from sentence_transformers import SentenceTransformer
+
+    out = tmp_path / "run"
+    original = emb._Progress.on_step_end
+
+    def crash_at_step_3(self, args, state, control, **kwargs):
+        original(self, args, state, control, **kwargs)
+        if state.global_step == 3:
+            raise KeyboardInterrupt  # as if the user pressed Ctrl-C
+
+    monkeypatch.setattr(emb._Progress, "on_step_end", crash_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        train_embedding(_train_data(), _config(tiny_model_path), out, save_steps=2, save_every_s=None)
+    assert [p.name for p in (out / "checkpoints").glob("checkpoint-*")] == ["checkpoint-2"]
+    assert not (out / "model").exists()
+
+    monkeypatch.setattr(emb._Progress, "on_step_end", original)
+    result = train_embedding(_train_data(), _config(tiny_model_path), out, save_steps=2, save_every_s=None)
+    assert result.resumed_from_step == 2 and result.steps == 4
+    assert [row["step"] for row in result.losses] == [1, 2, 3, 4]
+    a = SentenceTransformer(str(trained.model_dir), device="cpu")
+    b = SentenceTransformer(str(result.model_dir), device="cpu")
+    diff = max((pa - pb).abs().max().item() for pa, pb in zip(a.parameters(), b.parameters(), strict=True))
+    assert diff < 1e-6  # the resumed run ends exactly where the uninterrupted one did
+
+
+def test_checkpoints_of_other_settings_are_discarded(tmp_path, caplog):
+    ckpt = tmp_path / "checkpoints"
+    (ckpt / "checkpoint-2").mkdir(parents=True)
+    (ckpt / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    (ckpt / "ragtune-fingerprint.json").write_text(json.dumps({"key": "old"}))
+    with caplog.at_level(logging.WARNING, logger="ragtune"):
+        assert emb._latest_checkpoint(ckpt, "new") is None
+    assert not ckpt.exists() and "discarding checkpoints" in caplog.text
+
+    (ckpt / "checkpoint-2").mkdir(parents=True)
+    (ckpt / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    (ckpt / "checkpoint-4").mkdir()  # killed while saving: no trainer_state.json
+    (ckpt / "ragtune-fingerprint.json").write_text(json.dumps({"key": "same"}))
+    assert emb._latest_checkpoint(ckpt, "same") == str(ckpt / "checkpoint-2")
+    assert not (ckpt / "checkpoint-4").exists()
+
+
+@pytest.mark.parametrize("qrels", [{}, {"q": {"nope": 1}}, {"q": {"c0": 1}}])
+def test_too_small_training_set_is_a_clear_error(tiny_model_path, tmp_path, qrels):
+    with pytest.raises(DataFormatError, match="needs at least 2"):
+        train_embedding((CORPUS, {"q": "anything"}, qrels), _config(tiny_model_path), tmp_path / "x")
+    with pytest.raises(TypeError, match="BeirDataset or a tuple"):
+        train_embedding("not data", _config(tiny_model_path), tmp_path / "x")
+
+
+# --- integration -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_minilm_fine_tunes_on_pseudo_queries(toy_beir, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from ragtune.config import GenerateConfig
+    from ragtune.generate import eval_set, generate_queries
+
+    ds = load_beir(toy_beir)
+    gs = generate_queries(ds.corpus, GenerateConfig(method="ict", per_chunk=2))
+    config = EmbeddingTrainConfig(max_steps=3, batch_size=4, max_seq_length=64)
+    result = train_embedding((ds.corpus, gs.queries, gs.qrels, gs.metadata), config, tmp_path / "minilm",
+                             val=eval_set(ds.corpus))
+    model = SentenceTransformer(str(result.model_dir), device="cpu")
+    emb_ = model.encode(["how do plants make glucose", "长城 东起 哪里"], normalize_embeddings=True)
+    assert emb_.shape == (2, 384)
+    assert result.evals and "eval_val_cosine_ndcg@10" in result.evals[-1]
+    shutil.rmtree(result.model_dir)
