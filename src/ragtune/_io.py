@@ -42,11 +42,18 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
             fh = open(tmp, mode, encoding=None if "b" in mode else "utf-8")
         with fh:
             yield fh
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -70,6 +70,8 @@ class EmbeddingTrainConfig(_Config):
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     max_seq_length: int = Field(256, ge=16)
     scale: float = Field(20.0, gt=0, description="MNRL similarity scale")
+    checkpoint_every_s: float | None = Field(60.0, gt=0, description="checkpoint interval in seconds, for resume")
+    save_steps: int | None = Field(None, ge=1, description="also checkpoint every this many steps")
     seed: int = 42
 
 

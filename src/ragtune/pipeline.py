@@ -161,7 +161,9 @@ def _train(ws: Workspace, config: RunConfig) -> dict[str, Any]:
     val = None
     if ws.path("generate", "val", "corpus.jsonl").is_file():
         val = load_beir(ws.path("generate", "val"))
-    result = train_embedding(train, config.embedding, ws.path("train", "embedding"), val=val)
+    result = train_embedding(train, config.embedding, ws.path("train", "embedding"), val=val,
+                             save_steps=config.embedding.save_steps,
+                             save_every_s=config.embedding.checkpoint_every_s)
     return {"model": str(result.model_dir), "steps": result.steps, "pairs": result.n_pairs,
             "seconds": result.seconds}
 

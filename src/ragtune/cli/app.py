@@ -55,8 +55,9 @@ def main() -> None:
         app()
     except RagtuneError as exc:
         from rich.console import Console
+        from rich.text import Text
 
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        Console(stderr=True).print(Text("error: ", style="bold red") + Text(str(exc)), highlight=False)
         sys.exit(2)
 
 

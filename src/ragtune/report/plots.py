@@ -84,6 +84,12 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     return ticks
 
 
+def tick_format(ticks: Sequence[float]) -> Callable[[float], str]:
+    """Fixed decimals, as few as tell every tick apart exactly (0.25 steps print as 0.25, 0.50, ...)."""
+    digits = next((d for d in range(7) if all(abs(round(t, d) - t) < 1e-9 for t in ticks)), 6)
+    return lambda v: f"{v:.{digits}f}"
+
+
 def system_classes(names: Sequence[str]) -> dict[str, str]:
     """A colour class per system, stable in the order the systems were evaluated."""
     return {n: f"s{i % PALETTE_SIZE}" for i, n in enumerate(names)}
@@ -152,9 +158,11 @@ def line_chart(title: str, series: dict[str, list[tuple[float, float]]], y_label
     y_ticks = nice_ticks(min(ys) - pad, max(ys) + pad)
     frame = _Frame((min(xs), max(xs)) if max(xs) > min(xs) else (min(xs) - 1, max(xs) + 1),
                    (y_ticks[0], y_ticks[-1]))
-    elements = frame.axes(y_ticks, y_label, x_label, fmt=lambda v: f"{v:.3g}")
+    elements = frame.axes(y_ticks, y_label, x_label, fmt=tick_format(y_ticks))
     x_ticks = [t for t in nice_ticks(frame.x0, frame.x1, 6) if frame.x0 <= t <= frame.x1]
-    elements += frame.x_ticks(x_ticks)
+    if all(float(x).is_integer() for x in xs):  # training steps: no ticks between whole steps
+        x_ticks = [t for t in x_ticks if float(t).is_integer()] or [min(xs), max(xs)]
+    elements += frame.x_ticks(x_ticks, fmt=tick_format(x_ticks))
     classes = {n: f"s{(i + 1) % PALETTE_SIZE}" for i, n in enumerate(series)}
     for name, pts in series.items():
         cls = classes[name]
@@ -215,8 +223,8 @@ def training_charts(training: dict[str, Any]) -> list[dict[str, Any]]:
     evals = training.get("evals", [])
     val_loss = [(float(e["step"]), float(e["eval_val_loss"])) for e in evals
                 if isinstance(e.get("eval_val_loss"), (int, float)) and "step" in e]
-    chart = line_chart("Training and validation loss", {"training loss": losses, "validation loss": val_loss},
-                       "loss")
+    chart = line_chart("Training and validation loss" if val_loss else "Training loss",
+                       {"training loss": losses, "validation loss": val_loss}, "loss")
     if chart:
         charts.append(chart)
     key = next((k for e in evals for k in e if k.startswith("eval_val_") and k.endswith("ndcg@10")), None)

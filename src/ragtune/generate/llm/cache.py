@@ -2,18 +2,21 @@
 
 Every request is keyed by :func:`request_key` (a hash of the rendered prompt, which holds the chunk text, plus the
 model and the sampling parameters). Each reply is committed to a SQLite database in WAL mode with
-``synchronous=FULL`` the moment it arrives, so after ``kill -9`` (or a power cut) a rerun finds every finished
-request and sends only the others. SQLite, not a JSONL file, because it is in the standard library, survives a torn
+``synchronous=FULL`` as it arrives (:class:`GroupCommitWriter` commits replies that arrive together in one
+transaction, off the event loop), and a request counts as finished only once committed, so after ``kill -9`` (or
+a power cut) a rerun finds every finished request and sends only the others. SQLite, not a JSONL file, because it is in the standard library, survives a torn
 last write, and looks keys up without loading everything.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,13 +110,61 @@ class ResultCache:
 
     def put(self, r: CachedResult) -> None:
         """Store ``r`` durably; a later ``ok`` replaces an earlier ``failed`` for the same key."""
-        self._db.execute(
-            "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (r.key, r.status, json.dumps(r.questions, ensure_ascii=False), r.raw, r.error, r.prompt_tokens,
-             r.completion_tokens, r.attempts, r.model, r.prompt_hash, time.time()))
+        self.put_many([r])
+
+    def put_many(self, results: list[CachedResult]) -> None:
+        """Store ``results`` in one transaction (one fsync), all or none."""
+        rows = [(r.key, r.status, json.dumps(r.questions, ensure_ascii=False), r.raw, r.error, r.prompt_tokens,
+                 r.completion_tokens, r.attempts, r.model, r.prompt_hash, time.time()) for r in results]
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def record_run(self, info: dict[str, Any]) -> None:
         self._db.execute("INSERT INTO runs (info) VALUES (?)", (json.dumps(info, default=str),))
 
     def runs(self) -> list[dict[str, Any]]:
         return [json.loads(r[0]) for r in self._db.execute("SELECT info FROM runs ORDER BY id")]
+
+
+class GroupCommitWriter:
+    """Commits results for an event loop on one background thread, without blocking the loop.
+
+    ``await writer.put(r)`` returns once ``r`` is committed; results that arrive while a commit is running go into
+    the next transaction together, so a burst of replies costs one fsync instead of one each.
+    """
+
+    def __init__(self, cache: ResultCache):
+        self.cache = cache
+        self._queue: list[tuple[CachedResult, asyncio.Future]] = []
+        self._task: asyncio.Task | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragtune-cache")
+
+    async def put(self, r: CachedResult) -> None:
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._queue.append((r, fut))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain())
+        await fut
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                await loop.run_in_executor(self._pool, self.cache.put_many, [r for r, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_result(None)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)

@@ -22,7 +22,7 @@ from typing import Any
 from ragtune.data.beir import Corpus, Qrels, Queries
 from ragtune.errors import ConfigError
 from ragtune.generate.filters import FilterReport, Retriever, filter_questions
-from ragtune.generate.llm.cache import CachedResult, ResultCache, request_key
+from ragtune.generate.llm.cache import CachedResult, GroupCommitWriter, ResultCache, request_key
 from ragtune.generate.llm.clients import LLMClient, Messages, make_client
 from ragtune.generate.llm.config import LLMConfig
 from ragtune.generate.llm.limits import (
@@ -200,12 +200,14 @@ class _Runner:
         self.limiter = RateLimiter(self.config.rpm, self.config.tpm)
         self.bar = tqdm(total=len(keys), desc="LLM questions", unit="req", dynamic_ncols=True,
                         disable=None if self.progress is None else not self.progress)
+        self.writer = GroupCommitWriter(self.cache)
         workers = max(1, min(len(keys), max(self.config.concurrency, self.client.preferred_concurrency)))
         queue = iter(keys)
         try:
             await asyncio.gather(*(self._worker(queue) for _ in range(workers)))
         finally:
             self.bar.close()
+            self.writer.close()
         if self.fatal is not None:
             raise self.fatal
 
@@ -218,7 +220,7 @@ class _Runner:
             if result is None:
                 self.stats.not_sent += 1
                 continue
-            self.cache.put(result)
+            await self.writer.put(result)  # durable before it counts as finished
             self.results[key] = result
             if result.ok:
                 self.stats.succeeded += 1

@@ -1,0 +1,206 @@
+"""The training step proper: an adapter fitted on cached, L2-normalised vectors only (no encoder calls).
+
+Loss: softmax cross-entropy of each query over its positive, the other queries' positives in the batch and hard
+negatives mined from the frozen index (:func:`mine_negatives`), at similarity scale ``config.scale`` (the
+MultipleNegativesRankingLoss objective). Documents that are positives of a query are masked out of its
+negatives. With a validation set, nDCG@10 is measured before training (the identity) and after every epoch; the
+best state is kept, so the adapter returned is never worse than the base encoder on validation.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ragtune.adapters.config import AdapterConfig
+from ragtune.adapters.modules import Adapter
+from ragtune.evaluate.metrics import evaluate_run
+
+logger = logging.getLogger(__name__)
+
+VAL_METRICS = ("ndcg@10", "mrr@10", "hit@5")
+_CHUNK = 1024
+
+
+@dataclass
+class VectorSet:
+    """Queries and documents as normalised vectors; ``positives[i]`` = document rows relevant to query ``i``."""
+
+    queries: torch.Tensor
+    docs: torch.Tensor
+    positives: list[list[int]]
+    query_ids: list[str] = field(default_factory=list)
+    doc_ids: list[str] = field(default_factory=list)
+
+    def qrels(self) -> dict[str, dict[str, int]]:
+        return {q: {self.doc_ids[d]: 1 for d in pos} for q, pos in zip(self.query_ids, self.positives, strict=True)}
+
+
+@dataclass
+class FitResult:
+    adapter: Adapter
+    epochs_run: int
+    best_epoch: int
+    steps: int
+    history: list[dict[str, Any]]
+    val_base: dict[str, float] | None
+    val_best: dict[str, float] | None
+    seconds: float
+
+
+def _padded(rows: list[list[int]]) -> torch.Tensor:
+    width = max(1, max((len(r) for r in rows), default=1))
+    out = torch.full((len(rows), width), -1, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+    return out
+
+
+def mine_negatives(queries: torch.Tensor, docs: torch.Tensor, positives: list[list[int]], top_k: int,
+                   margin: float = 0.05) -> torch.Tensor:
+    """Per query, the frozen index's top ``top_k`` documents that are not positives and score at most
+    ``(1 - margin)`` x the best positive's score (the false-negative guard); ``-1`` pads short rows."""
+    pos = _padded(positives)
+    k = min(top_k + pos.shape[1], docs.shape[0])
+    out = torch.full((queries.shape[0], top_k), -1, dtype=torch.long)
+    for lo in range(0, queries.shape[0], _CHUNK):
+        scores = queries[lo:lo + _CHUNK] @ docs.T
+        p = pos[lo:lo + _CHUNK]
+        pos_scores = torch.where(p >= 0, scores.gather(1, p.clamp(min=0)), torch.tensor(float("-inf"))).amax(1)
+        vals, idx = torch.topk(scores, k, dim=1)
+        keep = ~(idx[:, :, None] == p[:, None, :]).any(-1) & (vals <= (1 - margin) * pos_scores[:, None])
+        order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :top_k]
+        chosen = idx.gather(1, order)
+        chosen[~keep.gather(1, order)] = -1
+        out[lo:lo + _CHUNK, :chosen.shape[1]] = chosen
+    return out
+
+
+def evaluate_vectors(adapter: Adapter | None, val: VectorSet, side: str = "query", top_k: int = 100
+                     ) -> dict[str, float]:
+    """nDCG@10, MRR@10 and hit@5 of exact search over ``val`` (pytrec_eval), with ``adapter`` applied or not."""
+    with torch.no_grad():
+        q, d = val.queries, val.docs
+        if adapter is not None:
+            q = F.normalize(adapter(q), dim=-1)
+            if side == "both":
+                d = F.normalize(adapter(d), dim=-1)
+        run: dict[str, dict[str, float]] = {}
+        k = min(top_k, d.shape[0])
+        for lo in range(0, q.shape[0], _CHUNK):
+            vals, idx = torch.topk(q[lo:lo + _CHUNK] @ d.T, k, dim=1)
+            for qid, irow, vrow in zip(val.query_ids[lo:lo + _CHUNK], idx.tolist(), vals.tolist(), strict=True):
+                run[qid] = {val.doc_ids[i]: float(v) for i, v in zip(irow, vrow, strict=True)}
+    return evaluate_run(val.qrels(), run, VAL_METRICS).means
+
+
+def _schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def fit_adapter(adapter: Adapter, train: VectorSet, config: AdapterConfig, val: VectorSet | None = None,
+                *, show_progress: bool | None = None) -> FitResult:
+    """Train ``adapter`` in place on ``train`` (normalised vectors); returns it with the best validation state."""
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    gen = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)
+    pairs = torch.tensor([(qi, d) for qi, pos in enumerate(train.positives) for d in pos], dtype=torch.long)
+    pos_of = _padded(train.positives)
+    pool = (mine_negatives(train.queries, train.docs, train.positives, config.mine_top_k, config.mine_margin)
+            if config.mined_negatives else None)
+    batch = min(config.batch_size, len(pairs))
+    steps_per_epoch = math.ceil(len(pairs) / batch)
+    total = steps_per_epoch * config.epochs
+    optimizer = torch.optim.AdamW(adapter.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = _schedule(optimizer, math.ceil(total * config.warmup_ratio), total)
+    history: list[dict[str, Any]] = []
+    val_base = evaluate_vectors(None, val, config.side) if val is not None else None
+    best_score, best_state, best_epoch, bad, step = -1.0, None, 0, 0, 0
+    if val_base is not None:
+        best_score, best_state = val_base["ndcg@10"], copy.deepcopy(adapter.state_dict())
+        history.append({"epoch": 0, "loss": None, **{f"val_{k}": v for k, v in val_base.items()}})
+    show = logger.getEffectiveLevel() <= logging.INFO if show_progress is None else show_progress
+    bar = tqdm(total=total, desc="adapter", unit="step", file=sys.stderr, disable=not show)
+    epoch = 0
+    for epoch in range(1, config.epochs + 1):
+        adapter.train()
+        order = pairs[torch.randperm(len(pairs), generator=gen)]
+        losses = []
+        for lo in range(0, len(order), batch):
+            chunk = order[lo:lo + batch]
+            if len(chunk) < 2:  # a lone pair has no in-batch negative
+                continue
+            loss = _step_loss(adapter, train, chunk, pos_of, pool, config, gen)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(float(loss))
+            step += 1
+            bar.update(1)
+        record: dict[str, Any] = {"epoch": epoch, "loss": sum(losses) / max(1, len(losses))}
+        if val is not None:
+            adapter.eval()
+            scores = evaluate_vectors(adapter, val, config.side)
+            record.update({f"val_{k}": v for k, v in scores.items()})
+            if scores["ndcg@10"] > best_score + 1e-6:
+                best_score, best_state, best_epoch, bad = scores["ndcg@10"], copy.deepcopy(adapter.state_dict()), epoch, 0
+            else:
+                bad += 1
+        history.append(record)
+        bar.set_postfix(loss=f"{record['loss']:.4f}", **({"val_ndcg": f"{record['val_ndcg@10']:.4f}"} if val else {}))
+        logger.debug("adapter epoch %d: %s", epoch, record)
+        if val is not None and bad >= config.patience:
+            logger.info("early stopping after epoch %d (best epoch %d, val nDCG@10 %.4f)", epoch, best_epoch,
+                        best_score)
+            break
+    bar.close()
+    if best_state is not None:
+        adapter.load_state_dict(best_state)
+        if best_epoch == 0:
+            logger.warning("no epoch beat the frozen encoder on validation (nDCG@10 %.4f): the adapter is left at "
+                           "the identity", best_score)
+    else:
+        best_epoch = epoch
+    val_best = next((dict((k[4:], v) for k, v in h.items() if k.startswith("val_")) for h in history
+                     if h["epoch"] == best_epoch), None) if val is not None else None
+    return FitResult(adapter.eval(), epoch, best_epoch, step, history, val_base, val_best,
+                     time.perf_counter() - start)
+
+
+def _step_loss(adapter: Adapter, train: VectorSet, chunk: torch.Tensor, pos_of: torch.Tensor,
+               pool: torch.Tensor | None, config: AdapterConfig, gen: torch.Generator) -> torch.Tensor:
+    qi, di = chunk[:, 0], chunk[:, 1]
+    cols = di
+    if pool is not None:
+        cand = pool[qi]
+        keys = torch.rand(cand.shape, generator=gen).masked_fill(cand < 0, -1.0)
+        m = min(config.mined_negatives, cand.shape[1])
+        picked = cand.gather(1, torch.topk(keys, m, dim=1).indices).flatten()
+        cols = torch.cat([di, picked[picked >= 0]])
+    q = F.normalize(adapter(train.queries[qi]), dim=-1)
+    d = train.docs[cols]
+    if config.side == "both":
+        d = F.normalize(adapter(d), dim=-1)
+    logits = config.scale * (q @ d.T)
+    mask = (cols[None, :, None] == pos_of[qi][:, None, :]).any(-1)
+    n = len(chunk)
+    mask[torch.arange(n), torch.arange(n)] = False
+    logits = logits.masked_fill(mask, float("-inf"))
+    return F.cross_entropy(logits, torch.arange(n))
