@@ -65,6 +65,7 @@ def test_language_step_drops_questions_in_another_language() -> None:
     ("The passage discusses the effects of light on leaves.", True),
     ("According to this study, how fast do plants grow?", True),
     ("What did the authors measure?", True),
+    ("How does this finding relate to tolerance?", True),
     ("文中提到长城东起哪里？", True),
     ("How do plants use light to make sugar?", False),
     ("Which text editor supports Python?", False),  # 'text' alone is fine

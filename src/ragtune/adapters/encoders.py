@@ -256,7 +256,7 @@ def _embed_missing(encoder: Encoder, items: list[tuple[str, str]], side: Side, c
     bs = max(1, int(getattr(encoder, "batch_size", 64)))
     show = logger.getEffectiveLevel() <= logging.INFO if show_progress is None else show_progress
     done = 0
-    with tqdm(total=len(items), desc=f"embedding {side}s", unit="text", file=sys.stderr, disable=not show) as bar:
+    with tqdm(total=len(items), desc=f"embedding {side} texts", unit="text", file=sys.stderr, disable=not show) as bar:
         for lo in range(0, len(items), bs):
             batch = items[lo:lo + bs]
             try:

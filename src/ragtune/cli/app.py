@@ -39,11 +39,20 @@ def setup_logging(level: int) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s", datefmt="[%X]", handlers=[handler],
                         force=True)
     logging.getLogger("ragtune").setLevel(level)
-    # Progress bars follow the log level (the sentence-transformers habit).
+    # Progress bars follow the log level (the sentence-transformers habit). Only a value ragtune set itself is
+    # undone, so a user's own TQDM_DISABLE stays, and one `-q` does not leak into later calls in one process.
     import os
 
-    if level > logging.INFO:
-        os.environ.setdefault("TQDM_DISABLE", "1")
+    global _set_tqdm_disable
+    if level > logging.INFO and "TQDM_DISABLE" not in os.environ:
+        os.environ["TQDM_DISABLE"] = "1"
+        _set_tqdm_disable = True
+    elif level <= logging.INFO and _set_tqdm_disable:
+        os.environ.pop("TQDM_DISABLE", None)
+        _set_tqdm_disable = False
+
+
+_set_tqdm_disable = False
 
 
 for module in (ingest, split, generate, train, eval_cmd, run, report, example):

@@ -46,6 +46,7 @@ _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _POINTS_AT_TEXT = re.compile(
     r"\b(?:the|this|given|above|following|provided)\s+(?:passage|text|context|excerpt|paragraph|article|"
     r"document|abstract)\b|\b(?:this|the)\s+(?:study|paper)\b|\bthe\s+authors?\b|"
+    r"\bthis\s+(?:finding|method|approach|work|research|review|experiment|trial)s?\b|"
     r"本文|文中|上文|原文|这段(?:文字|话|内容)|该(?:段|文|研究)|材料中", re.I)
 
 

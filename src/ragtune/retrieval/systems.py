@@ -5,6 +5,7 @@ Valid specs:
 - ``bm25``                      BM25 (bm25s, k1 0.9, b 0.4, tokenizer by corpus language)
 - ``dense`` / ``dense:MODEL``   exact dense search with a sentence-transformers model (default ``minilm``)
 - ``hybrid`` / ``hybrid:MODEL`` reciprocal-rank fusion (k=60) of ``bm25`` and ``dense:MODEL``
+- ``adapter:DIR``               the frozen encoder recorded in DIR (endpoint or ST model) + its trained adapter
 
 ``MODEL`` is everything after the first ``:``, so paths containing ``:`` work (``dense:C:/models/x``).
 A pipeline adds later stages with ``>`` (``hybrid:MODEL>rerank:CROSS_ENCODER``); the parser splits them here
@@ -25,7 +26,8 @@ from ragtune.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 RRF_K = 60
-VALID_FORMS = ("bm25", "dense", "dense:MODEL", "hybrid", "hybrid:MODEL", "FIRST_STAGE>rerank:MODEL (later)")
+VALID_FORMS = ("bm25", "dense", "dense:MODEL", "hybrid", "hybrid:MODEL", "adapter:DIR",
+               "FIRST_STAGE>rerank:MODEL (later)")
 DEFAULT_SYSTEMS = ("bm25", "dense:minilm")
 
 RunCache = dict[str, tuple[Run, dict[str, float]]]  # system name -> (run, timings)
@@ -141,8 +143,8 @@ class HybridSystem(RetrievalSystem):
 
 def _not_yet(stage: str) -> Callable[..., Any]:
     def factory(arg: str, first: RetrievalSystem) -> RetrievalSystem:
-        raise ConfigError(f"--system ...>{stage}:{arg}: {stage} stages are not available yet in this version of "
-                          f"ragtune; evaluate the first stage alone (e.g. --system {first.name}).")
+        raise ConfigError(f"--system '{first.name}>{stage}:{arg}': {stage} stages are not available yet in this "
+                          f"version of ragtune; evaluate the first stage alone (--system {first.name}).")
 
     return factory
 
@@ -177,6 +179,10 @@ def parse_system(spec: str | RetrievalSystem, config: EvalConfig | None = None) 
         system = DenseSystem(arg, batch_size=cfg.batch_size, block_size=cfg.block_size)
     elif kind == "hybrid":
         system = HybridSystem(arg, batch_size=cfg.batch_size, block_size=cfg.block_size)
+    elif kind == "adapter" and sep:
+        from ragtune.adapters.system import AdapterSystem  # issue 6: DIR written by `ragtune train adapter`
+
+        system = AdapterSystem(arg)
     else:
         raise _invalid(spec, f"unknown retriever {kind!r}")
     for stage in stages:
