@@ -83,10 +83,14 @@ class EvalConfig(_Config):
     seed: int = 42
 
 
+from ragtune.generate.llm.config import LLMConfig  # noqa: E402  (it builds on _Config above)
+
+
 class RunConfig(_Config):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
     embedding: EmbeddingTrainConfig = Field(default_factory=EmbeddingTrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
 

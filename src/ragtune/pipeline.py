@@ -73,7 +73,7 @@ def run_pipeline(docs_dir: str | Path, run_dir: str | Path, config: RunConfig | 
     if stop_after == "split":
         return RunResult(ws.root, None, {})
 
-    k_gen = config_key([k_split, config.generate.model_dump()])
+    k_gen = config_key([k_split, config.generate.model_dump(), config.llm.identity()])
     ws.step("generate", k_gen, lambda: _generate(ws, config))
     if stop_after == "generate":
         return RunResult(ws.root, None, {})
@@ -130,7 +130,7 @@ def _generate(ws: Workspace, config: RunConfig) -> dict[str, Any]:
 
     info: dict[str, Any] = {}
     train_corpus = load_corpus(ws.path("split", "train", "corpus.jsonl"))
-    gen = generate_queries(train_corpus, config.generate)
+    gen = generate_queries(train_corpus, config.generate, llm=config.llm, cache_dir=ws.path("generate", "llm-cache"))
     # generate/train is a complete BEIR directory: the train corpus beside the generated queries and qrels.
     write_corpus(ws.path("generate", "train", "corpus.jsonl"), train_corpus)
     write_generated(gen, ws.path("generate", "train"))
@@ -138,6 +138,9 @@ def _generate(ws: Workspace, config: RunConfig) -> dict[str, Any]:
     info["method"] = gen.method
     if gen.note:
         info["note"] = gen.note
+    if gen.info.get("stats"):
+        info["llm"] = {k: gen.info.get(k) for k in ("model", "prompt_hash", "language", "stats")}
+        ws.manifest["cost"] = gen.info["stats"]
     for split in ("val", "test"):
         path = ws.path("split", split, "corpus.jsonl")
         corpus = load_corpus(path) if path.is_file() else {}

@@ -105,14 +105,16 @@ def test_eval_set_removes_the_query_sentence_and_keeps_distractors():
         eval_set({"x": {"title": "", "text": "no sentences here"}})
 
 
-def test_generate_queries_dispatch(caplog):
+def test_generate_queries_dispatch(caplog, monkeypatch):
+    for var in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "RAGTUNE_LLM_MODEL"):
+        monkeypatch.delenv(var, raising=False)
     assert generate_queries(CORPUS, GenerateConfig(method="crop")).method == "crop"
     assert generate_queries(CORPUS, GenerateConfig(method="ict")).note is None
     with caplog.at_level(logging.WARNING, logger="ragtune"):
         auto = generate_queries(CORPUS, GenerateConfig(method="auto"))
     assert auto.method == "ict" and "no LLM configured" in auto.note
     assert "no LLM configured" in caplog.text
-    with pytest.raises(ConfigError, match="not available in this version"):
+    with pytest.raises(ConfigError, match="method='llm' but no LLM configured"):
         generate_queries(CORPUS, GenerateConfig(method="llm"))
 
 

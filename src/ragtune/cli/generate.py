@@ -37,7 +37,29 @@ def generate_command(
     eval_set: bool = typer.Option(False, "--eval-set", help="Write an evaluation BEIR directory instead: ICT "
                                                             "queries whose sentence is removed from the corpus "
                                                             "copy (corpus.jsonl, queries.jsonl, qrels/test.tsv)."),
-    config: Path | None = typer.Option(None, "--config", help="ragtune.yaml; its 'generate' section is used."),
+    llm_base_url: str | None = typer.Option(None, "--llm-base-url", help="OpenAI-compatible endpoint "
+                                                                         "[$OPENAI_BASE_URL]."),
+    llm_model: str | None = typer.Option(None, "--llm-model", help="Model name at the endpoint "
+                                                                   "[$RAGTUNE_LLM_MODEL]."),
+    llm_api_key: str | None = typer.Option(None, "--llm-api-key", help="API key [$OPENAI_API_KEY]."),
+    local_model: Path | None = typer.Option(None, "--local-model", help="Local HF model directory or .gguf "
+                                                                        "file instead of an endpoint."),
+    concurrency: int | None = typer.Option(None, "--concurrency", help="LLM requests in flight [16]."),
+    rpm: int | None = typer.Option(None, "--rpm", help="LLM requests per minute [unlimited]."),
+    tpm: int | None = typer.Option(None, "--tpm", help="LLM tokens per minute [unlimited]."),
+    budget_usd: float | None = typer.Option(None, "--budget-usd", help="Stop cleanly before spending more."),
+    price_prompt: float | None = typer.Option(None, "--price-prompt", help="USD per 1M prompt tokens."),
+    price_completion: float | None = typer.Option(None, "--price-completion", help="USD per 1M completion "
+                                                                                   "tokens."),
+    prompt_file: Path | None = typer.Option(None, "--prompt-file", help="Prompt template overriding the "
+                                                                        "built-in English/Chinese ones."),
+    few_shot: Path | None = typer.Option(None, "--few-shot", help="File of real user queries (one per line) to "
+                                                                  "imitate."),
+    language: str | None = typer.Option(None, "--language", help="Prompt language: auto, en or zh [auto]."),
+    cache: Path | None = typer.Option(None, "--cache", help="LLM result cache folder (default: the output "
+                                                            "folder); a rerun sends only unfinished requests."),
+    config: Path | None = typer.Option(None, "--config", help="ragtune.yaml; its 'generate' and 'llm' sections "
+                                                              "are used."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Generate (query, relevant chunk) pairs for fine-tuning, in the BEIR layout."""
@@ -53,7 +75,14 @@ def generate_command(
                  "generate.seed": seed}
     if eval_set and per_chunk is not None:
         overrides["generate.eval_per_chunk"] = overrides.pop("generate.per_chunk")
-    cfg = RunConfig.load(config, overrides=overrides).generate
+    overrides.update({"llm.base_url": llm_base_url, "llm.model": llm_model, "llm.api_key": llm_api_key,
+                      "llm.local_model": str(local_model) if local_model else None, "llm.concurrency": concurrency,
+                      "llm.rpm": rpm, "llm.tpm": tpm, "llm.budget_usd": budget_usd,
+                      "llm.price_prompt_per_1m": price_prompt, "llm.price_completion_per_1m": price_completion,
+                      "llm.prompt_file": str(prompt_file) if prompt_file else None,
+                      "llm.few_shot": str(few_shot) if few_shot else None, "llm.language": language})
+    run_cfg = RunConfig.load(config, overrides=overrides)
+    cfg = run_cfg.generate
     corpus_path = _corpus_file(data)
     corpus = load_corpus(corpus_path)
     if not corpus:
@@ -68,16 +97,26 @@ def generate_command(
         summary = {"output": str(out), "method": "ict-eval", "queries": len(ds.queries), "chunks": len(corpus),
                    "files": ["corpus.jsonl", "queries.jsonl", "qrels/test.tsv"], "note": None}
     else:
-        gs = generate_queries(corpus, cfg)
+        gs = generate_queries(corpus, cfg, llm=run_cfg.llm, cache_dir=cache or out / "llm-cache")
         write_generated(gs, out)
         summary = {"output": str(out), "method": gs.method, "queries": len(gs.queries), "chunks": len(corpus),
-                   "files": ["gen-queries.jsonl", "gen-qrels.tsv", "gen-info.json"], "note": gs.note}
+                   "files": ["gen-queries.jsonl", "gen-qrels.tsv", "gen-info.json"], "note": gs.note,
+                   **{k: gs.info[k] for k in ("stats", "filters", "failed") if k in gs.info}}
     console = Console()
     if as_json:
         console.print_json(json.dumps(summary))
         return
     console.print(f"{summary['queries']:,} {summary['method']} queries for {summary['chunks']:,} chunks "
                   f"written to {out} ({', '.join(summary['files'])})", highlight=False)
+    if summary.get("filters"):
+        funnel = summary["filters"]
+        steps = ", ".join(f"{s['name']} -{s['dropped']}" for s in funnel.get("steps", []) if s["dropped"])
+        console.print(f"filters kept {funnel['kept']} of {funnel['input']} questions ({steps or 'none dropped'})",
+                      highlight=False)
+    if summary.get("stats"):
+        console.print("LLM: " + ", ".join(f"{k} {v}" for k, v in summary["stats"].items()), highlight=False)
+    if summary.get("failed"):
+        console.print(f"{len(summary['failed'])} chunk(s) failed after retries; rerun to retry them only.")
     if not eval_set:
         console.print(f"next: ragtune train embedding --data {corpus_path.parent} "
                       f"--queries {out / 'gen-queries.jsonl'} --qrels {out / 'gen-qrels.tsv'} --output MODEL_DIR",

@@ -40,6 +40,7 @@ from ragtune.lang import is_chinese
 
 if TYPE_CHECKING:
     from ragtune.config import GenerateConfig
+    from ragtune.generate.llm.config import LLMConfig
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class GeneratedSet:
     metadata: dict[str, dict] = field(default_factory=dict)
     method: str = ""
     note: str | None = None
+    info: dict = field(default_factory=dict)  # LLM runs: model, prompt hash, stats, filter report, failures
 
     def __len__(self) -> int:
         return len(self.queries)
@@ -228,22 +230,32 @@ def eval_set(corpus: Corpus, per_chunk: int = 1, seed: int = 42, name: str = "")
 # --- dispatch and files -------------------------------------------------------------------------------------
 
 AUTO_NOTE = ("no LLM configured: using inverse-cloze pseudo-queries (sentences of each chunk), which teach the "
-             "model your vocabulary but are not real questions (configure an LLM for real questions)")
+             "model your vocabulary but are not real questions. For real questions set RAGTUNE_LLM_MODEL plus "
+             "OPENAI_BASE_URL (any OpenAI-compatible server) or OPENAI_API_KEY, or llm.local_model in ragtune.yaml")
 
 
-def generate_queries(corpus: Corpus, config: GenerateConfig | None = None) -> GeneratedSet:
-    """Training queries for ``corpus`` by ``config.method``: ``ict``, ``crop``, ``auto`` or ``llm``.
+def generate_queries(corpus: Corpus, config: GenerateConfig | None = None, *, llm: LLMConfig | None = None,
+                     cache_dir: str | Path = ".ragtune-cache") -> GeneratedSet:
+    """Training queries for ``corpus`` by ``config.method``: ``ict``, ``crop``, ``llm`` or ``auto``.
 
-    ``auto`` means the LLM generator when one is configured; this version has none, so it falls back to ICT with
-    a warning and records why in :attr:`GeneratedSet.note`. ``llm`` is the seam for the LLM generator (a later
-    release) and is rejected with a :class:`~ragtune.errors.ConfigError` for now.
+    ``auto`` uses the LLM generator when ``llm`` (or the environment: ``RAGTUNE_LLM_MODEL`` with
+    ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``) configures one, and otherwise falls back to ICT pseudo-queries with a
+    warning, recording why in :attr:`GeneratedSet.note`. LLM requests are cached in ``cache_dir`` so a rerun sends
+    only what did not finish.
     """
     from ragtune.config import GenerateConfig
+    from ragtune.generate.llm.config import LLMConfig
 
     config = config or GenerateConfig()
-    if config.method == "llm":
-        raise ConfigError("generate.method='llm': the LLM query generator is not available in this version of "
-                          "ragtune. Use --method ict or --method crop (or auto, which picks ict offline).")
+    if config.method in ("llm", "auto"):
+        llm = llm or LLMConfig()
+        if llm.is_configured():
+            from ragtune.generate.llm.questions import generate_llm_questions
+
+            llm = llm.model_copy(update={"per_chunk": config.per_chunk, "seed": config.seed})
+            return generate_llm_questions(corpus, llm, cache_dir).to_generated_set()
+        if config.method == "llm":
+            raise ConfigError(f"generate.method='llm' but {llm.describe()}")
     if config.method == "crop":
         return crop_queries(corpus, config.per_chunk, config.crop_min_words, config.crop_max_words, config.seed)
     gs = ict_queries(corpus, config.per_chunk, config.mask_prob, config.seed,
@@ -262,7 +274,7 @@ def write_generated(gs: GeneratedSet, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     write_queries(out / _QUERIES, gs.queries, gs.metadata)
     write_qrels(out / _QRELS, gs.qrels)
-    atomic_write_json(out / _INFO, {"method": gs.method, "note": gs.note, "queries": len(gs.queries),
+    atomic_write_json(out / _INFO, {**gs.info, "method": gs.method, "note": gs.note, "queries": len(gs.queries),
                                     "chunks": len({d for docs in gs.qrels.values() for d in docs})})
     return out
 
@@ -274,4 +286,5 @@ def load_generated(directory: str | Path) -> GeneratedSet:
     queries = load_queries(root / _QUERIES, metadata=meta)
     qrels = load_qrels(root / _QRELS)
     info = json.loads((root / _INFO).read_text(encoding="utf-8")) if (root / _INFO).is_file() else {}
-    return GeneratedSet(queries, qrels, meta, method=info.get("method", ""), note=info.get("note"))
+    extra = {k: v for k, v in info.items() if k not in ("method", "note", "queries", "chunks")}
+    return GeneratedSet(queries, qrels, meta, method=info.get("method", ""), note=info.get("note"), info=extra)
