@@ -40,7 +40,8 @@ def minilm_path() -> str:
 def tiny_model_path(tmp_path_factory, minilm_path) -> str:
     """A randomly initialised 2-layer BERT (hidden 32) with MiniLM's tokenizer, saved as a ST directory."""
     import torch
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     torch.manual_seed(0)
@@ -51,8 +52,8 @@ def tiny_model_path(tmp_path_factory, minilm_path) -> str:
                      intermediate_size=64, max_position_embeddings=512)
     BertModel(cfg).save_pretrained(hf_dir)
     tok.save_pretrained(hf_dir)
-    word = models.Transformer(str(hf_dir), max_seq_length=128)
-    pool = models.Pooling(word.get_word_embedding_dimension(), pooling_mode="mean")
+    word = Transformer(str(hf_dir), max_seq_length=128)
+    pool = Pooling(word.get_embedding_dimension(), pooling_mode="mean")
     model = SentenceTransformer(modules=[word, pool], device="cpu")
     st_dir = out / "st"
     model.save(str(st_dir))

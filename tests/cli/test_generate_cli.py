@@ -47,11 +47,13 @@ def test_generate_eval_set_writes_a_beir_directory(toy_beir, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--method", "llm"], "not available in this version"),
+    (["--method", "llm"], "method='llm' but no LLM configured"),
     (["--eval-set"], "give an --output"),
     (["--per-chunk", "0"], "generate.per_chunk"),
 ])
-def test_generate_rejects_bad_arguments(toy_beir, args, message):
+def test_generate_rejects_bad_arguments(toy_beir, args, message, monkeypatch):
+    for var in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "RAGTUNE_LLM_MODEL"):
+        monkeypatch.delenv(var, raising=False)
     result = runner.invoke(app, ["generate", "--data", str(toy_beir), *args])
     assert isinstance(result.exception, ConfigError)
     assert message in str(result.exception)
