@@ -1,14 +1,19 @@
 """ragtune's adapters vs LlamaIndex's EmbeddingAdapterFinetuneEngine on SciFact, MiniLM frozen, CPU, one run.
 
-Same pairs (the first 1,000 lines of scifact/gen-qrels.tsv with their gen-queries), same base (the packaged
-all-MiniLM-L6-v2), same epochs (2) and batch (10). Both are evaluated by ragtune's evaluator on the SciFact test
-queries (qrels.tsv, 300) over the full corpus (5,183). Then ragtune's defaults on all 10,132 generated pairs.
+Same base (the packaged all-MiniLM-L6-v2), same epochs (2), same batch (10), two training sets:
 
-    python bench/adapter_vs_llamaindex.py --out /tmp/ragtune-bench/scifact [--li-python /tmp/li-venv/bin/python]
+- ``gen1000``: the first 1,000 lines of scifact/gen-qrels.tsv with their gen-queries (the reference condition);
+- ``real``: SciFact's own training claims (qrels_train.tsv), a set whose signal an adapter can pick up.
 
-LlamaIndex runs in its own venv (``--li-python``), as a subprocess of this file (``--li-worker``), so both sides
-are timed the same way: a fresh process from start to adapter on disk. Nothing at module level imports ragtune,
-because the LlamaIndex venv does not have it.
+Everything is evaluated by ragtune's evaluator on the SciFact test claims (qrels.tsv, 300) over the full corpus
+(5,183 abstracts). Then ragtune's defaults (early stopping, no epoch cap) on all 10,132 generated pairs and on
+all the real training claims.
+
+    python bench/adapter_vs_llamaindex.py --out /tmp/ragtune-bench/scifact --verify-st
+
+LlamaIndex runs in its own venv (``--li-python``, default /tmp/li-venv/bin/python) as a subprocess of this file
+(``--li-worker``) and ragtune through its CLI, so both are timed the same way: a fresh process from start to adapter
+on disk. Nothing at module level imports ragtune, because the LlamaIndex venv does not have it.
 """
 
 from __future__ import annotations
@@ -68,8 +73,8 @@ def li_worker(pairs_file: str, model_path: str, out_dir: str) -> None:
 
 
 def _write_pairs(out: Path):
-    """The 1,000 pairs as a BEIR dir twice (positive documents only, as LlamaIndex's dataset holds; and the full
-    corpus, which ragtune's mined negatives use) plus LlamaIndex's dataset JSON."""
+    """The 1,000 generated pairs as BEIR dirs (positive documents only, as LlamaIndex's dataset holds them; and the
+    full corpus, which ragtune's mined negatives use), and LlamaIndex datasets for them and for the real claims."""
     from ragtune.data.beir import BeirDataset, load_beir, load_qrels, write_beir
     from ragtune.retrieval.bm25 import doc_text
 
@@ -78,12 +83,15 @@ def _write_pairs(out: Path):
     qrels = {q: full.qrels[q] for q in order}
     queries = {q: full.queries[q] for q in order}
     pos_docs = {d for r in qrels.values() for d in r}
-    write_beir(out / "pairs-posdocs", BeirDataset({d: full.corpus[d] for d in pos_docs}, queries, qrels))
-    write_beir(out / "pairs-fullcorpus", BeirDataset(full.corpus, queries, qrels))
-    li = {"queries": queries, "corpus": {d: doc_text(full.corpus[d]) for d in pos_docs},
-          "relevant_docs": {q: list(r) for q, r in qrels.items()}}
-    (out / "li-pairs.json").write_text(json.dumps(li))
-    return full, len(pos_docs)
+    write_beir(out / "gen1000-posdocs", BeirDataset({d: full.corpus[d] for d in pos_docs}, queries, qrels))
+    write_beir(out / "gen1000-fullcorpus", BeirDataset(full.corpus, queries, qrels))
+    real = load_beir(SCIFACT, qrels="qrels_train.tsv")
+    for name, ds in (("gen1000", BeirDataset(full.corpus, queries, qrels)), ("real", real)):
+        docs = {d for r in ds.qrels.values() for d in r}
+        li = {"queries": ds.queries, "corpus": {d: doc_text(ds.corpus[d]) for d in docs},
+              "relevant_docs": {q: list(r) for q, r in ds.qrels.items()}}
+        (out / f"li-{name}.json").write_text(json.dumps(li))
+    return full, real, len(pos_docs)
 
 
 def _run(cmd: list[str], env: dict | None = None) -> float:
@@ -94,17 +102,17 @@ def _run(cmd: list[str], env: dict | None = None) -> float:
     return time.perf_counter() - t
 
 
-def _cli_train(data: Path, out: Path, cache: Path, extra: list[str]) -> tuple[float, dict]:
-    cmd = ["ragtune", "-q", "train", "adapter", "--data", str(data), "--queries", "queries.jsonl", "--qrels",
-           "test.tsv", "--output", str(out), "--cache", str(cache), "--epochs", str(EPOCHS), "--batch-size",
-           str(BATCH), "--json", *extra]
+def _cli_train(data: Path, qfile: str, qrels: str, out: Path, cache: Path, extra: list[str]) -> tuple[float, dict]:
+    cmd = ["ragtune", "-q", "train", "adapter", "--data", str(data), "--queries", qfile, "--qrels", qrels,
+           "--output", str(out), "--cache", str(cache), "--epochs", str(EPOCHS), "--batch-size", str(BATCH),
+           "--json", *extra]
     wall = _run(cmd)
     return wall, json.loads((out / "train-log.json").read_text())
 
 
 class VectorsSystem:
     """A retrieval system over cached vectors (for LlamaIndex's adapter, applied as its AdapterEmbeddingModel
-    does: W q on the normalised query, cosine similarity)."""
+    does: W q on the normalised query, then cosine similarity)."""
 
     def __new__(cls, name, docs, doc_ids, query_vecs):
         import torch
@@ -123,6 +131,19 @@ class VectorsSystem:
         return system
 
 
+def _li_run(args, out: Path, name: str) -> dict:
+    from ragtune.models import packaged_minilm_path
+
+    li_out = out / f"li-{name}"
+    if not (li_out / "li-timings.json").is_file() or args.rerun_li:
+        wall = _run([args.li_python, __file__, "--li-worker", str(out / f"li-{name}.json"), packaged_minilm_path(),
+                     str(li_out)])
+        timings = json.loads((li_out / "li-timings.json").read_text())
+        timings["process_wall_s"] = wall
+        (li_out / "li-timings.json").write_text(json.dumps(timings))
+    return json.loads((li_out / "li-timings.json").read_text())
+
+
 def main_bench(args: argparse.Namespace) -> None:
     import torch
 
@@ -132,56 +153,62 @@ def main_bench(args: argparse.Namespace) -> None:
     from ragtune.config import EvalConfig
     from ragtune.data.beir import load_beir
     from ragtune.evaluate import evaluate_systems
-    from ragtune.models import packaged_minilm_path
     from ragtune.retrieval.bm25 import doc_text
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    res: dict = {"machine": f"{os.cpu_count()} CPU cores (shared with other jobs), torch {torch.__version__}"}
-    full, n_pos_docs = _write_pairs(out)
+    res: dict = {"machine": f"{os.cpu_count()} CPU cores shared with other jobs (timings under load), "
+                            f"torch {torch.__version__}"}
+    full, real, n_pos_docs = _write_pairs(out)
     test = load_beir(SCIFACT)
-    res["pairs"] = {"pairs": N_PAIRS, "distinct_positive_docs": n_pos_docs}
+    res["pairs"] = {"gen1000": N_PAIRS, "gen1000_distinct_docs": n_pos_docs,
+                    "real_claims": len(real.qrels), "real_pairs": sum(len(r) for r in real.qrels.values())}
 
-    # 1. LlamaIndex, a fresh process
-    li_out = out / "li-adapter"
-    if not (li_out / "li-timings.json").is_file() or args.rerun_li:
-        wall = _run([args.li_python, __file__, "--li-worker", str(out / "li-pairs.json"), packaged_minilm_path(),
-                     str(li_out)])
-        res["li_process_wall_s"] = wall
-    res["llamaindex"] = json.loads((li_out / "li-timings.json").read_text())
+    # 1. LlamaIndex: a fresh process per data set
+    res["llamaindex"] = {name: _li_run(args, out, name) for name in ("gen1000", "real")}
     print("llamaindex", res["llamaindex"], flush=True)
 
-    # 2. ragtune cold, a fresh process each, empty cache: LlamaIndex's recipe, then ragtune's default recipe
-    li_recipe = ["--lr", "2e-5", "--config", str(_yaml(out, "li-recipe", {"bias": False, "mined_negatives": 0,
-                                                                          "val_fraction": 0.0,
-                                                                          "weight_decay": 0.01,
-                                                                          "warmup_ratio": 0.1}))]
-    runs = {"ragtune, LlamaIndex's recipe": ("pairs-posdocs", "li-recipe", li_recipe),
-            "ragtune linear (defaults, 2 epochs)": ("pairs-fullcorpus", "rt-linear", ["--kind", "linear"]),
-            "ragtune mlp (defaults, 2 epochs)": ("pairs-fullcorpus", "rt-mlp", ["--kind", "mlp"])}
+    # 2. ragtune through its CLI, a fresh process each; cold = empty cache, then the same command warm
+    unguarded = _yaml(out, "unguarded", {"significance": None, "min_delta": 0.0})
+    li_recipe = ["--lr", "2e-5", "--config", str(_yaml(out, "li-recipe", {
+        "bias": False, "mined_negatives": 0, "val_fraction": 0.0, "warmup_ratio": 0.1}))]
+    runs = {  # name: (data dir, queries, qrels, output tag, extra flags, cold?)
+        "gen1000 ragtune, LlamaIndex's recipe": (out / "gen1000-posdocs", "queries.jsonl", "test.tsv", "gen-li",
+                                                 li_recipe, True),
+        "gen1000 ragtune linear defaults": (out / "gen1000-fullcorpus", "queries.jsonl", "test.tsv", "gen-linear",
+                                            [], True),
+        "gen1000 ragtune linear, guard off": (out / "gen1000-fullcorpus", "queries.jsonl", "test.tsv",
+                                              "gen-linear-unguarded", ["--config", str(unguarded)], False),
+        "real ragtune linear defaults": (SCIFACT, "queries.jsonl", "qrels_train.tsv", "real-linear", [], False),
+    }
     res["ragtune"] = {}
-    for name, (data, tag, extra) in runs.items():
-        cold_cache = out / f"cold-{tag}.sqlite"
-        for p in out.glob(f"cold-{tag}.sqlite*"):
-            p.unlink()
-        cold_wall, log = _cli_train(out / data, out / tag, cold_cache, extra)
-        warm_wall, warm_log = _cli_train(out / data, out / tag, cold_cache, extra)  # same cache, now warm
-        res["ragtune"][name] = {"cold_process_s": cold_wall, "cold": log["timings"], "embedded": log["embedded"],
-                                "warm_process_s": warm_wall, "warm": warm_log["timings"],
-                                "epochs_run": log["epochs_run"], "best_epoch": log["best_epoch"],
-                                "steps": log["steps"]}
-        print(name, res["ragtune"][name], flush=True)
+    warm_cache = out / "cold-gen-linear.sqlite"
+    for name, (data, qf, qr, tag, extra, cold) in runs.items():
+        row: dict = {}
+        cache = out / f"cold-{tag}.sqlite" if cold else warm_cache
+        if cold:
+            for p in out.glob(f"cold-{tag}.sqlite*"):
+                p.unlink()
+            row["cold_process_s"], log = _cli_train(data, qf, qr, out / tag, cache, extra)
+            row.update(cold=log["timings"], embedded_cold=log["embedded"])
+        else:
+            _cli_train(data, qf, qr, out / tag, cache, extra)  # fills the cache with what is missing
+        row["warm_process_s"], log = _cli_train(data, qf, qr, out / tag, cache, extra)
+        row.update(warm=log["timings"], embedded_warm=log["embedded"], epochs_run=log["epochs_run"],
+                   best_epoch=log["best_epoch"], steps=log["steps"], val_base=log["val_base"],
+                   val_best=log["val_best"])
+        res["ragtune"][name] = row
+        print(name, row, flush=True)
 
     # 3. the training step alone, cache warm, in one process (after a warm-up call that pays one-time imports)
-    cache = EmbeddingCache(out / "cold-rt-linear.sqlite")
-    ds = load_beir(out / "pairs-fullcorpus", queries="queries.jsonl", qrels="test.tsv")
-    cfg = AdapterConfig(kind="linear", epochs=EPOCHS, batch_size=BATCH)
+    cache = EmbeddingCache(warm_cache)
+    ds = load_beir(out / "gen1000-fullcorpus", queries="queries.jsonl", qrels="test.tsv")
+    cfg = AdapterConfig(epochs=EPOCHS, batch_size=BATCH)
     train_adapter(ds, cfg, None, cache=cache)
-    warm = [train_adapter(ds, cfg, None, cache=cache).timings for _ in range(3)]
-    res["ragtune_train_step_warm"] = warm
-    print("warm in-process", warm, flush=True)
+    res["ragtune_train_step_warm"] = [train_adapter(ds, cfg, None, cache=cache).timings for _ in range(3)]
+    print("warm in-process", res["ragtune_train_step_warm"], flush=True)
 
-    # 4. ragtune defaults on all 10,132 generated pairs (early stopping on 10% of them)
+    # 4. ragtune defaults, no epoch cap, on all 10,132 generated pairs and on the real training claims
     eval_cache = EmbeddingCache(out / "eval.sqlite")
     enc = SentenceTransformerEncoder("minilm")
     t = time.perf_counter()
@@ -190,41 +217,69 @@ def main_bench(args: argparse.Namespace) -> None:
                                                   eval_cache)))
     res["eval_corpus_embed_s"] = time.perf_counter() - t
     res["full"] = {}
-    for kind in ("linear", "mlp"):
-        r = train_adapter(full, AdapterConfig(kind=kind), out / f"full-{kind}", cache=eval_cache)
-        res["full"][kind] = {"timings": r.timings, "embedded": r.embedded, "epochs_run": r.epochs_run,
-                             "best_epoch": r.best_epoch, "val_base": r.val_base, "val_best": r.val_best,
-                             "pairs": r.n_pairs}
-        print("full", kind, res["full"][kind], flush=True)
+    for data_name, ds in (("gen", full), ("real", real)):
+        for kind in ("linear", "mlp"):
+            r = train_adapter(ds, AdapterConfig(kind=kind), out / f"full-{data_name}-{kind}", cache=eval_cache)
+            res["full"][f"{data_name}/{kind}"] = {
+                "timings": r.timings, "embedded": r.embedded, "epochs_run": r.epochs_run,
+                "best_epoch": r.best_epoch, "val_base": r.val_base, "val_best": r.val_best, "pairs": r.n_pairs}
+            print("full", data_name, kind, res["full"][f"{data_name}/{kind}"], flush=True)
+    r = train_adapter(full, AdapterConfig(kind="linear", significance=None, min_delta=0.0),
+                      out / "full-gen-linear-unguarded", cache=eval_cache)
+    res["full"]["gen/linear unguarded"] = {"best_epoch": r.best_epoch, "val_base": r.val_base,
+                                           "val_best": r.val_best}
 
-    # 5. everything on SciFact test, one evaluator
+    # 5. everything on SciFact test (300 claims, 5,183 abstracts), one evaluator
     def q_vecs(texts):
         return torch.from_numpy(normalize(embed_texts(enc, texts, "query", eval_cache)))
 
-    li_state = torch.load(li_out / "pytorch_model.bin", map_location="cpu")
-    li_w = li_state["linear.weight"]
-    li_b = li_state.get("linear.bias")
-    res["li_adapter_distance_from_identity"] = float(torch.linalg.norm(li_w - torch.eye(li_w.shape[0])))
-
-    def li_vecs(texts):
-        v = q_vecs(texts) @ li_w.T
-        return v + li_b if li_b is not None else v
+    def li_system(name: str, label: str):
+        state = torch.load(out / f"li-{name}" / "pytorch_model.bin", map_location="cpu")
+        w, b = state["linear.weight"], state.get("linear.bias")
+        res.setdefault("distance_from_identity", {})[f"LlamaIndex {name}"] = float(
+            torch.linalg.norm(w - torch.eye(w.shape[0])))
+        return VectorsSystem(label, docs, doc_ids, lambda texts: q_vecs(texts) @ w.T + (b if b is not None else 0))
 
     systems = [VectorsSystem("MiniLM frozen", docs, doc_ids, q_vecs),
-               VectorsSystem("LlamaIndex linear adapter (1,000 pairs)", docs, doc_ids, li_vecs)]
-    for name, (_, tag, _) in runs.items():
-        systems.append(AdapterSystem(out / tag, name=name + " (1,000 pairs)", cache=eval_cache))
-    for kind in ("linear", "mlp"):
-        systems.append(AdapterSystem(out / f"full-{kind}", name=f"ragtune {kind} (10,132 pairs, defaults)",
+               li_system("gen1000", "LlamaIndex linear, gen1000, 2 ep"),
+               li_system("real", "LlamaIndex linear, real claims, 2 ep")]
+    for name, (_, _, _, tag, _, _) in runs.items():
+        systems.append(AdapterSystem(out / tag, name=name + ", 2 ep", cache=eval_cache))
+        res.setdefault("distance_from_identity", {})[name] = _distance(out / tag)
+    for tag in ("gen-linear", "gen-mlp", "gen-linear-unguarded", "real-linear", "real-mlp"):
+        systems.append(AdapterSystem(out / f"full-{tag}", name=f"ragtune {tag} (all pairs, early stopping)",
                                      cache=eval_cache))
     if args.verify_st:
-        systems.append(f"dense:{out / 'full-linear' / 'model'}")
-    report = evaluate_systems(test, systems, EvalConfig(bootstrap=1000))
+        st = parse_verify(out / "full-real-linear" / "model")
+        systems.append(st)
+    report = evaluate_systems(test, systems, EvalConfig(bootstrap=1000), keep_runs=True)
     print(report.to_markdown())
     res["eval"] = {"markdown": report.to_markdown(), **report.to_dict(per_query=False)}
-    for name, (_, tag, _) in runs.items():
-        res["ragtune"][name]["distance_from_identity"] = _distance(out / tag)
+    res["seen_unseen"] = _seen_unseen(report, test, real)
+    print(json.dumps(res["seen_unseen"], indent=1))
     (out / "results.json").write_text(json.dumps(res, indent=1, default=str))
+
+
+def parse_verify(model_dir: Path):
+    """The exported ST directory through the ordinary dense system (re-encodes the corpus with it)."""
+    from ragtune.retrieval.systems import parse_system
+
+    system = parse_system(f"dense:{model_dir}")
+    system.name = "dense:full-real-linear/model (plain SentenceTransformer dir)"
+    return system
+
+
+def _seen_unseen(report, test, real) -> dict:
+    """nDCG@10 on test claims whose relevant abstracts were / were not positives of a training claim."""
+    seen = {d for r in real.qrels.values() for d in r}
+    groups = {"seen": [q for q, r in test.qrels.items() if set(r) <= seen],
+              "unseen": [q for q, r in test.qrels.items() if not set(r) & seen]}
+    out = {}
+    for name, result in report.systems.items():
+        per = result.per_query["ndcg@10"]
+        out[name] = {g: round(sum(per[q] for q in qs) / len(qs), 4) for g, qs in groups.items()}
+    out["queries"] = {g: len(qs) for g, qs in groups.items()}
+    return out
 
 
 def _distance(folder: Path) -> float:

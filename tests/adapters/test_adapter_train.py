@@ -54,6 +54,23 @@ def test_fit_moves_retrieval_and_early_stopping_keeps_the_best(kind):
     assert result.best_epoch >= 1 and result.epochs_run <= 12
 
 
+def test_without_signal_the_guard_keeps_the_identity(caplog):
+    """Training queries unrelated to validation ones: whatever training does, the frozen encoder is kept."""
+    q, d, pos = _synthetic()
+    g = torch.Generator().manual_seed(1)
+    noise = F.normalize(torch.randn(240, 24, generator=g), dim=-1)  # queries with no relation to their positive
+    train, val = _vset(noise, d, pos[:240]), _vset(q[240:], d, pos[240:], "v")
+    adapter = build_adapter("linear", 24)
+    with caplog.at_level(logging.WARNING, logger="ragtune"):
+        result = fit_adapter(adapter, train, AdapterConfig(epochs=4, learning_rate=1e-2), val, show_progress=False)
+    assert result.best_epoch == 0 and result.val_best == result.val_base
+    assert torch.equal(adapter(torch.eye(24)), torch.eye(24)) and "left at the identity" in caplog.text
+    unguarded = fit_adapter(build_adapter("linear", 24), train,
+                            AdapterConfig(epochs=4, learning_rate=1e-2, significance=None, min_delta=0.0,
+                                          patience=4), val, show_progress=False)
+    assert unguarded.epochs_run == 4 and len(unguarded.history) == 5  # epoch 0 (frozen) + 4 epochs
+
+
 def test_mined_negatives_skip_positives_and_near_duplicates():
     d = F.normalize(torch.tensor([[1.0, 0, 0], [0.99, 0.1, 0], [0.8, 0.6, 0], [0, 1.0, 0], [0, 0, 1.0]]), dim=-1)
     q = d[:1].clone()

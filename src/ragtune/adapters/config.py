@@ -16,7 +16,7 @@ class AdapterConfig(_Config):
     side: Literal["query", "both"] = Field("query", description="query = only queries pass through the adapter "
                                                                 "(the document index stays valid); both = "
                                                                 "documents too (the index must be re-embedded)")
-    bias: bool = Field(True, description="linear: learn a bias")
+    bias: bool = Field(False, description="linear: learn a bias (it can encode a global document prior)")
     hidden_dim: int | None = Field(None, ge=1, description="mlp: hidden width (default: the embedding dim)")
     activation: Literal["gelu", "relu", "tanh", "silu"] = Field("gelu", description="mlp: activation")
     params: dict[str, Any] = Field(default_factory=dict, description="constructor arguments of a custom kind")
@@ -45,7 +45,11 @@ class AdapterConfig(_Config):
                                                              "(1 - margin) x the positive's score")
     val_fraction: float = Field(0.1, ge=0, lt=1, description="training queries held out for early stopping "
                                                              "when no --val set is given")
-    patience: int = Field(3, ge=1, description="epochs without a better validation nDCG@10 before stopping")
+    patience: int = Field(5, ge=1, description="epochs without a better validation nDCG@10 before stopping")
+    min_delta: float = Field(0.002, ge=0, description="validation nDCG@10 gain that counts as better")
+    significance: float | None = Field(0.05, gt=0, lt=1, description="keep the adapter only if its validation "
+                                                                     "nDCG@10 beats the frozen encoder's at this "
+                                                                     "p-value (paired Wilcoxon); None = always keep")
     seed: int = 42
 
     @model_validator(mode="after")

@@ -55,6 +55,7 @@ class FitResult:
     val_base: dict[str, float] | None
     val_best: dict[str, float] | None
     seconds: float
+    p_value: float | None = None  # paired test, best epoch vs the frozen encoder on validation
 
 
 def _padded(rows: list[list[int]]) -> torch.Tensor:
@@ -86,9 +87,11 @@ def mine_negatives(queries: torch.Tensor, docs: torch.Tensor, positives: list[li
     return out
 
 
-def evaluate_vectors(adapter: Adapter | None, val: VectorSet, side: str = "query", top_k: int = 100
-                     ) -> dict[str, float]:
-    """nDCG@10, MRR@10 and hit@5 of exact search over ``val`` (pytrec_eval), with ``adapter`` applied or not."""
+def evaluate_vectors(adapter: Adapter | None, val: VectorSet, side: str = "query", top_k: int = 100,
+                     *, per_query: bool = False) -> dict[str, Any]:
+    """nDCG@10, MRR@10 and hit@5 of exact search over ``val`` (pytrec_eval), with ``adapter`` applied or not.
+
+    With ``per_query``, the result also holds ``"per_query"``: query_id -> nDCG@10 (for the paired test)."""
     with torch.no_grad():
         q, d = val.queries, val.docs
         if adapter is not None:
@@ -101,7 +104,11 @@ def evaluate_vectors(adapter: Adapter | None, val: VectorSet, side: str = "query
             vals, idx = torch.topk(q[lo:lo + _CHUNK] @ d.T, k, dim=1)
             for qid, irow, vrow in zip(val.query_ids[lo:lo + _CHUNK], idx.tolist(), vals.tolist(), strict=True):
                 run[qid] = {val.doc_ids[i]: float(v) for i, v in zip(irow, vrow, strict=True)}
-    return evaluate_run(val.qrels(), run, VAL_METRICS).means
+    scores = evaluate_run(val.qrels(), run, VAL_METRICS)
+    out: dict[str, Any] = dict(scores.means)
+    if per_query:
+        out["per_query"] = scores.per_query["ndcg@10"]
+    return out
 
 
 @contextlib.contextmanager
@@ -127,16 +134,28 @@ def _schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torc
 
 
 class _Best:
-    """Keeps the best validation state and counts epochs without improvement."""
+    """Keeps the best validation state; an epoch counts as better only when it gains ``min_delta`` nDCG@10."""
 
-    def __init__(self) -> None:
+    def __init__(self, min_delta: float) -> None:
+        self.min_delta = min_delta
         self.score, self.state, self.epoch, self.bad = float("-inf"), None, 0, 0
+        self.per_query: dict[str, float] = {}
 
-    def offer(self, epoch: int, score: float, adapter: Adapter) -> None:
-        if score > self.score + 1e-6:
-            self.score, self.state, self.epoch, self.bad = score, copy.deepcopy(adapter.state_dict()), epoch, 0
+    def offer(self, epoch: int, scores: dict[str, Any], adapter: Adapter) -> None:
+        if epoch == 0 or scores["ndcg@10"] >= self.score + self.min_delta:
+            self.score, self.epoch, self.bad = scores["ndcg@10"], epoch, 0
+            self.state, self.per_query = copy.deepcopy(adapter.state_dict()), scores["per_query"]
         else:
             self.bad += 1
+
+
+def _significant(base: dict[str, float], best: dict[str, float], alpha: float | None) -> tuple[bool, float]:
+    """Is ``best`` better than ``base`` on the same validation queries (paired Wilcoxon, ragtune's test)?"""
+    from ragtune.evaluate.stats import paired_test
+
+    qids = list(base)
+    p = paired_test([best[q] for q in qids], [base[q] for q in qids])
+    return alpha is None or p < alpha, p
 
 
 def fit_adapter(adapter: Adapter, train: VectorSet, config: AdapterConfig, val: VectorSet | None = None,
@@ -156,11 +175,13 @@ def fit_adapter(adapter: Adapter, train: VectorSet, config: AdapterConfig, val: 
     optimizer = torch.optim.AdamW(adapter.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = _schedule(optimizer, math.ceil(total * config.warmup_ratio), total)
     history: list[dict[str, Any]] = []
-    best = _Best()
-    val_base = None
+    best = _Best(config.min_delta)
+    init_state = copy.deepcopy(adapter.state_dict())
+    val_base, base_per_query = None, {}
     if val is not None:
-        val_base = evaluate_vectors(None, val, config.side)
-        best.offer(0, val_base["ndcg@10"], adapter)
+        val_base = evaluate_vectors(None, val, config.side, per_query=True)
+        base_per_query = val_base.pop("per_query")
+        best.offer(0, {**val_base, "per_query": base_per_query}, adapter)
         history.append({"epoch": 0, "loss": None, **{f"val_{k}": v for k, v in val_base.items()}})
     show = logger.getEffectiveLevel() <= logging.INFO if show_progress is None else show_progress
     bar = tqdm(total=total, desc="adapter", unit="step", file=sys.stderr, disable=not show)
@@ -184,9 +205,9 @@ def fit_adapter(adapter: Adapter, train: VectorSet, config: AdapterConfig, val: 
                 bar.update(1)
             record: dict[str, Any] = {"epoch": epoch, "loss": sum(losses) / max(1, len(losses))}
             if val is not None:
-                scores = evaluate_vectors(adapter.eval(), val, config.side)
-                record.update({f"val_{k}": v for k, v in scores.items()})
-                best.offer(epoch, scores["ndcg@10"], adapter)
+                scores = evaluate_vectors(adapter.eval(), val, config.side, per_query=True)
+                record.update({f"val_{k}": v for k, v in scores.items() if k != "per_query"})
+                best.offer(epoch, scores, adapter)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", val_ndcg=f"{scores['ndcg@10']:.4f}")
             history.append(record)
             logger.debug("adapter epoch %d: %s", epoch, record)
@@ -195,17 +216,25 @@ def fit_adapter(adapter: Adapter, train: VectorSet, config: AdapterConfig, val: 
                             best.score)
                 break
     bar.close()
-    best_epoch, val_best = epoch, None
+    best_epoch, val_best, p_value = epoch, None, None
     if val is not None and best.state is not None:
-        adapter.load_state_dict(best.state)
         best_epoch = best.epoch
+        if best_epoch == 0:
+            logger.warning("no epoch beat the frozen encoder on validation by min_delta=%s nDCG@10 (frozen: %.4f): "
+                           "the adapter is left at the identity", config.min_delta, val_base["ndcg@10"])
+        else:
+            keep, p_value = _significant(base_per_query, best.per_query, config.significance)
+            if not keep:
+                logger.warning("the adapter's best validation nDCG@10 (%.4f, epoch %d) is not significantly better "
+                               "than the frozen encoder's (%.4f; paired Wilcoxon p = %.3g, significance=%s): the "
+                               "adapter is left at the identity", best.score, best_epoch, val_base["ndcg@10"],
+                               p_value, config.significance)
+                best_epoch, best.state = 0, init_state
+        adapter.load_state_dict(best.state)
         val_best = next({k[4:]: v for k, v in h.items() if k.startswith("val_")} for h in history
                         if h["epoch"] == best_epoch)
-        if best_epoch == 0:
-            logger.warning("no epoch beat the frozen encoder on validation (nDCG@10 %.4f): the adapter is left at "
-                           "the identity", best.score)
     return FitResult(adapter.eval(), epoch, best_epoch, step, history, val_base, val_best,
-                     time.perf_counter() - start)
+                     time.perf_counter() - start, p_value)
 
 
 def _step_loss(adapter: Adapter, train: VectorSet, chunk: torch.Tensor, pos_of: torch.Tensor,
