@@ -83,7 +83,8 @@ class EvalConfig(_Config):
     seed: int = 42
 
 
-from ragtune.generate.llm.config import LLMConfig  # noqa: E402  (it builds on _Config above)
+from ragtune.adapters.config import AdapterConfig  # noqa: E402  (these build on _Config above)
+from ragtune.generate.llm.config import LLMConfig  # noqa: E402
 
 
 class RunConfig(_Config):
@@ -92,6 +93,7 @@ class RunConfig(_Config):
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     embedding: EmbeddingTrainConfig = Field(default_factory=EmbeddingTrainConfig)
+    adapter: AdapterConfig | None = Field(None, description="also train a query-side adapter on the frozen base")
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
     @classmethod

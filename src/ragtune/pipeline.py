@@ -28,7 +28,7 @@ from ragtune.workspace import Workspace, config_key
 
 logger = logging.getLogger(__name__)
 
-STEPS = ("ingest", "split", "generate", "train", "eval", "report")
+STEPS = ("ingest", "split", "generate", "train", "adapter", "eval", "report")
 
 
 @dataclass
@@ -84,7 +84,13 @@ def run_pipeline(docs_dir: str | Path, run_dir: str | Path, config: RunConfig | 
     if stop_after == "train":
         return RunResult(ws.root, model_dir, {})
 
-    k_eval = config_key([k_train, config.eval.model_dump()])
+    k_adapter = config_key([k_gen, config.adapter.model_dump() if config.adapter else None])
+    if config.adapter is not None:
+        ws.step("adapter", k_adapter, lambda: _adapter(ws, config))
+    if stop_after == "adapter":
+        return RunResult(ws.root, model_dir, {})
+
+    k_eval = config_key([k_train, k_adapter, config.eval.model_dump()])
     ws.step("eval", k_eval, lambda: _evaluate(ws, config))
     if stop_after == "eval":
         return RunResult(ws.root, model_dir, {})
@@ -171,6 +177,19 @@ def _train(ws: Workspace, config: RunConfig) -> dict[str, Any]:
             "seconds": result.seconds}
 
 
+def _adapter(ws: Workspace, config: RunConfig) -> dict[str, Any]:
+    """A query-side adapter on the frozen base model: the document index stays as it is."""
+    from ragtune.adapters import train_adapter
+    from ragtune.data.beir import load_beir
+
+    train = load_beir(ws.path("generate", "train"), queries="gen-queries.jsonl", qrels="gen-qrels.tsv")
+    val = load_beir(ws.path("generate", "val")) if ws.path("generate", "val", "corpus.jsonl").is_file() else None
+    result = train_adapter(train, config.adapter, ws.path("train", "adapter"), val=val,
+                           cache=ws.path("train", "adapter-cache.sqlite"))
+    return {"kind": result.kind, "side": result.side, "epochs": result.epochs_run, "steps": result.steps,
+            "val_base": result.val_base, "val_best": result.val_best}
+
+
 def _evaluate(ws: Workspace, config: RunConfig) -> dict[str, Any]:
     from ragtune.data.beir import load_beir, write_run
     from ragtune.evaluate.harness import evaluate_systems
@@ -180,6 +199,8 @@ def _evaluate(ws: Workspace, config: RunConfig) -> dict[str, Any]:
     test = load_beir(ws.path("generate", "test"))
     specs = {"bm25": "bm25", "base": f"dense:{resolve_model(config.embedding.base)}",
              "fine-tuned": f"dense:{ws.path('train', 'embedding', 'model')}"}
+    if config.adapter is not None:
+        specs["base+adapter"] = f"adapter:{ws.path('train', 'adapter')}"
     systems = []
     for name, spec in specs.items():
         system = parse_system(spec, config.eval)

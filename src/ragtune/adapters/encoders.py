@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ragtune.adapters.cache import EmbeddingCache, text_hash
-from ragtune.errors import ConfigError, RagtuneError
+from ragtune.errors import ConfigError, RagtuneError, require
 
 logger = logging.getLogger(__name__)
 
@@ -144,8 +144,7 @@ class EndpointEncoder(Encoder):
     @property
     def client(self) -> Any:
         if self._client is None:
-            import openai
-
+            openai = require("openai", "llm")
             key = self._api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"
             self._client = openai.OpenAI(base_url=self.base_url, api_key=key, max_retries=self.max_retries,
                                          timeout=self.timeout)

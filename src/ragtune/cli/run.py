@@ -23,9 +23,11 @@ def run(
     max_steps: int = typer.Option(None, "--max-steps", help="Cap on training steps (embedding.max_steps)."),
     batch_size: int = typer.Option(None, "--batch-size", help="Training batch size (embedding.batch_size)."),
     method: str = typer.Option(None, "--method", help="Query generation: auto, ict, crop or llm."),
+    adapter: str = typer.Option(None, "--adapter", help="Also train a query-side adapter on the frozen base "
+                                                        "model: linear, mlp or a registered kind."),
     seed: int = typer.Option(None, "--seed", help="One seed for split, generation and training."),
     stop_after: str = typer.Option(None, "--stop-after", help="Stop after this step (ingest, split, generate, "
-                                                              "train, eval)."),
+                                                              "train, adapter, eval)."),
     json_out: bool = typer.Option(False, "--json", help="Print the report data as JSON."),
 ) -> None:
     """Ingest, split, generate queries, fine-tune, evaluate and report, in one resumable run directory."""
@@ -39,9 +41,11 @@ def run(
     if config is None and Path("ragtune.yaml").is_file():
         config = Path("ragtune.yaml")
     overrides = {"embedding.base": base, "embedding.epochs": epochs, "embedding.max_steps": max_steps,
-                 "embedding.batch_size": batch_size, "generate.method": method}
+                 "embedding.batch_size": batch_size, "generate.method": method, "adapter.kind": adapter}
     if seed is not None:
         overrides.update({"split.seed": seed, "generate.seed": seed, "embedding.seed": seed, "eval.seed": seed})
+        if adapter is not None:
+            overrides["adapter.seed"] = seed
     cfg = RunConfig.load(config, overrides)
     run_dir = output or Path("runs") / docs_dir.resolve().name
     result = run_pipeline(docs_dir, run_dir, cfg, stop_after=stop_after)

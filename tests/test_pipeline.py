@@ -1,0 +1,92 @@
+"""``ragtune run`` end to end on a tiny random model: outputs, resume, the optional adapter step, bad input."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ragtune.cli.app import app
+from ragtune.config import RunConfig
+from ragtune.errors import ConfigError
+from ragtune.pipeline import run_pipeline
+
+TOPICS = ["glacier", "volcano", "orchard", "harbour", "comet", "desert", "reef", "prairie", "canyon", "delta"]
+FACTS = ["{t} number {i} lies {n} kilometres from the coast.", "Visitors to the {t} report {n} sunny days a year.",
+         "The {t} was first mapped in {y} by a survey team.", "Scientists measured {n} species living near the {t}.",
+         "A local guide says the {t} changes colour every {i} weeks.", "The oldest record of the {t} dates from {y}."]
+
+
+def make_docs(folder: Path) -> Path:
+    rng = random.Random(3)
+    folder.mkdir(parents=True)
+    for t in TOPICS:
+        text = " ".join(rng.choice(FACTS).format(t=t.title(), i=rng.randint(2, 9), n=rng.randint(10, 900),
+                                                 y=rng.randint(1800, 2000)) for _ in range(12))
+        (folder / f"{t}.txt").write_text(text + "\n", encoding="utf-8")
+    (folder / "empty.md").write_text("", encoding="utf-8")
+    return folder
+
+
+def small_config(model: str, **extra) -> RunConfig:
+    return RunConfig.load(None, {"ingest.chunk_tokens": 48, "ingest.overlap_tokens": 8, "embedding.base": model,
+                                 "embedding.max_steps": 2, "embedding.batch_size": 4, "eval.bootstrap": 20,
+                                 **extra})
+
+
+def test_run_resume_and_adapter(tmp_path, tiny_model_path):
+    docs = make_docs(tmp_path / "docs")
+    run_dir = tmp_path / "run"
+    result = run_pipeline(docs, run_dir, small_config(tiny_model_path))
+    for name in ("report.md", "report.json", "report.html", "manifest.json", "config.yaml", "eval/test.json",
+                 "train/embedding/model/modules.json", "ingest/corpus.jsonl", "split/test/corpus.jsonl"):
+        assert (run_dir / name).is_file(), name
+    systems = result.report["evaluation"]["systems"]
+    assert list(systems) == ["bm25", "base", "fine-tuned"]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["steps"]["train"]["status"] == "done" and "ingest/corpus.jsonl" in manifest["data_hashes"]
+    assert any(s["path"] == "empty.md" for s in result.report["ingest"]["skipped"])
+    test_docs = {json.loads(line)["doc"] for line in (run_dir / "split/test/corpus.jsonl").open()}
+    train_docs = {json.loads(line)["doc"] for line in (run_dir / "split/train/corpus.jsonl").open()}
+    assert test_docs and train_docs and not test_docs & train_docs
+
+    # A rerun with an adapter added: everything up to training is reused, the adapter is trained and evaluated.
+    result2 = run_pipeline(docs, run_dir, small_config(tiny_model_path, **{"adapter.kind": "linear",
+                                                                           "adapter.epochs": 2}))
+    steps = json.loads((run_dir / "manifest.json").read_text())["steps"]
+    assert all(steps[s].get("skipped_on_resume") for s in ("ingest", "split", "generate", "train"))
+    assert steps["adapter"]["status"] == "done" and not steps["adapter"].get("skipped_on_resume")
+    assert "base+adapter" in result2.report["evaluation"]["systems"]
+
+    # Changing the learning rate redoes training but not ingest/split/generate.
+    run_pipeline(docs, run_dir, small_config(tiny_model_path, **{"embedding.learning_rate": 1e-4}),
+                 stop_after="train")
+    steps = json.loads((run_dir / "manifest.json").read_text())["steps"]
+    assert steps["generate"].get("skipped_on_resume") and steps["train"]["status"] == "done"
+    assert not steps["train"].get("skipped_on_resume")
+
+
+def test_run_bad_input(tmp_path):
+    with pytest.raises(ConfigError, match="not a directory"):
+        run_pipeline(tmp_path / "missing", tmp_path / "run")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "blob.txt").write_bytes(b"\x00\x01binary")
+    with pytest.raises(ConfigError, match="no text could be read"):
+        run_pipeline(tmp_path / "docs", tmp_path / "run")
+    with pytest.raises(ConfigError, match="--stop-after"):
+        run_pipeline(tmp_path / "docs", tmp_path / "run2", stop_after="lunch")
+
+
+def test_run_cli_stop_after_split_and_bad_config(tmp_path):
+    docs = make_docs(tmp_path / "docs")
+    runner = CliRunner()
+    res = runner.invoke(app, ["run", str(docs), "--output", str(tmp_path / "run"), "--stop-after", "split"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "run" / "split" / "test" / "corpus.jsonl").is_file()
+    cfg = tmp_path / "ragtune.yaml"
+    cfg.write_text("embedding:\n  epoch: 3\n", encoding="utf-8")
+    res = runner.invoke(app, ["run", str(docs), "--config", str(cfg)])
+    assert isinstance(res.exception, ConfigError) and "embedding.epoch" in str(res.exception)
