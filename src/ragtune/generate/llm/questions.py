@@ -80,15 +80,11 @@ class LLMGenerationResult:
         return len(self.queries)
 
     def to_generated_set(self) -> Any:
-        """The same questions as a :class:`ragtune.generate.GeneratedSet` (with :meth:`info` if it has the field)."""
-        import dataclasses
-
+        """The same questions as a :class:`ragtune.generate.GeneratedSet`, with :meth:`info` in its ``info``."""
         from ragtune.generate import GeneratedSet
 
-        gs = GeneratedSet(dict(self.queries), dict(self.qrels), dict(self.metadata), self.method, self.note)
-        if "info" in {f.name for f in dataclasses.fields(GeneratedSet)}:
-            gs.info = self.info()  # type: ignore[attr-defined]
-        return gs
+        return GeneratedSet(dict(self.queries), dict(self.qrels), dict(self.metadata), self.method, self.note,
+                            info=self.info())
 
     def info(self) -> dict[str, Any]:
         return {"method": self.method, "note": self.note, "model": self.model, "prompt_hash": self.prompt_hash,
