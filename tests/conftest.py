@@ -29,6 +29,18 @@ TOY_QUERIES = {
 }
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``): modules that
+    encode or train many tiny batches run several times faster on a small shared CPU without threads spinning."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def minilm_path() -> str:
     from ragtune.models import packaged_minilm_path
@@ -58,6 +70,25 @@ def tiny_model_path(tmp_path_factory, minilm_path) -> str:
     st_dir = out / "st"
     model.save(str(st_dir))
     return str(st_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_encoder_path(tmp_path_factory, minilm_path) -> str:
+    """A randomly initialised 2-layer BERT with a one-logit head and MiniLM's tokenizer, saved as a CrossEncoder."""
+    import torch
+    from sentence_transformers import CrossEncoder
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny-ce")
+    tok = AutoTokenizer.from_pretrained(minilm_path)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=512, num_labels=1, initializer_range=0.2,
+                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # learns in a few steps
+    BertForSequenceClassification(cfg).save_pretrained(out / "hf")
+    tok.save_pretrained(out / "hf")
+    CrossEncoder(str(out / "hf"), device="cpu", max_length=128).save(str(out / "ce"))
+    return str(out / "ce")
 
 
 @pytest.fixture()

@@ -34,7 +34,8 @@ def make_docs(folder: Path) -> Path:
 def small_config(model: str, **extra) -> RunConfig:
     return RunConfig.load(None, {"ingest.chunk_tokens": 48, "ingest.overlap_tokens": 8, "embedding.base": model,
                                  "embedding.max_steps": 2, "embedding.batch_size": 4, "eval.bootstrap": 20,
-                                 **extra})
+                                 "reranker.base": model, "reranker.max_steps": 2, "reranker.batch_size": 4,
+                                 "reranker.negatives": 2, **extra})
 
 
 def test_run_resume_and_adapter(tmp_path, tiny_model_path):
@@ -42,12 +43,23 @@ def test_run_resume_and_adapter(tmp_path, tiny_model_path):
     run_dir = tmp_path / "run"
     result = run_pipeline(docs, run_dir, small_config(tiny_model_path))
     for name in ("report.md", "report.json", "report.html", "manifest.json", "config.yaml", "eval/test.json",
-                 "train/embedding/model/modules.json", "ingest/corpus.jsonl", "split/test/corpus.jsonl"):
+                 "train/embedding/model/modules.json", "ingest/corpus.jsonl", "split/test/corpus.jsonl",
+                 "guard/guard.json", "guard/model/modules.json", "train/reranker/model/config.json",
+                 "rerank/pipeline.json"):
         assert (run_dir / name).is_file(), name
     systems = result.report["evaluation"]["systems"]
-    assert list(systems) == ["bm25", "base", "fine-tuned"]
+    assert list(systems) == ["bm25", "base", "fine-tuned", "hybrid", "hybrid+rerank"]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["steps"]["train"]["status"] == "done" and "ingest/corpus.jsonl" in manifest["data_hashes"]
+    # the guard decided which model is "fine-tuned", and the evaluation used that one
+    guard = json.loads((run_dir / "guard/guard.json").read_text())
+    assert guard["decision"] in ("fine-tuned", "interpolated", "base") and result.report["guard"]["verdict"]
+    assert manifest["systems"]["fine-tuned"] == f"dense:{run_dir / 'guard' / 'model'}"
+    # the reranked pipeline is kept only if it beats its first stage on validation
+    pipeline = json.loads((run_dir / "rerank/pipeline.json").read_text())
+    val = pipeline["val_ndcg@10"]
+    assert pipeline["chosen"] == (pipeline["reranked"] if val["hybrid+rerank"] > val["hybrid"] else pipeline["first_stage"])
+    assert "first_stage" in systems["hybrid+rerank"]
     assert any(s["path"] == "empty.md" for s in result.report["ingest"]["skipped"])
     test_docs = {json.loads(line)["doc"] for line in (run_dir / "split/test/corpus.jsonl").open()}
     train_docs = {json.loads(line)["doc"] for line in (run_dir / "split/train/corpus.jsonl").open()}
@@ -57,7 +69,7 @@ def test_run_resume_and_adapter(tmp_path, tiny_model_path):
     result2 = run_pipeline(docs, run_dir, small_config(tiny_model_path, **{"adapter.kind": "linear",
                                                                            "adapter.epochs": 2}))
     steps = json.loads((run_dir / "manifest.json").read_text())["steps"]
-    assert all(steps[s].get("skipped_on_resume") for s in ("ingest", "split", "generate", "train"))
+    assert all(steps[s].get("skipped_on_resume") for s in ("ingest", "split", "generate", "train", "guard", "rerank"))
     assert steps["adapter"]["status"] == "done" and not steps["adapter"].get("skipped_on_resume")
     assert "base+adapter" in result2.report["evaluation"]["systems"]
 

@@ -9,7 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from ragtune.errors import ConfigError
 
@@ -73,6 +81,81 @@ class EmbeddingTrainConfig(_Config):
     checkpoint_every_s: float | None = Field(60.0, gt=0, description="checkpoint interval in seconds, for resume")
     save_steps: int | None = Field(None, ge=1, description="also checkpoint every this many steps")
     seed: int = 42
+    # --- recipe (issue 4) ---
+    loss: Literal["mnrl", "cached-mnrl", "margin-mse", "kl"] = Field(
+        "mnrl", description="mnrl | cached-mnrl (GradCache, big batches) | margin-mse / kl (distil a teacher)")
+    negatives: int = Field(1, ge=0, le=64, description="mined hard negatives per query (0 = in-batch only)")
+    mine_with: Literal["dense", "bm25", "both"] = Field("dense", description="miner: the base model, BM25, both")
+    mine_range_min: int = Field(0, ge=0, description="skip the best N non-positive candidates")
+    mine_range_max: int = Field(30, ge=1, description="look at candidates up to this rank")
+    mine_sampling: Literal["top", "random"] = Field("top", description="keep the hardest survivors, or a sample")
+    absolute_margin: float | None = Field(None, ge=0, description="drop candidates scoring > positive - margin")
+    relative_margin: float | None = Field(0.05, ge=0, lt=1, description="drop candidates scoring > positive - "
+                                                                        "|positive| * margin")
+    teacher: Any = Field(None, description="cross-encoder teacher: CrossEncoder dir/name, 'msmarco-onnx', an .onnx "
+                                           "path, or an object with predict(pairs, batch_size)")
+    teacher_max_length: int = Field(512, ge=16, description="tokens per (query, passage) pair for the teacher")
+    teacher_batch_size: int = Field(128, ge=1, description="pairs per teacher forward pass")
+    teacher_margin: float | None = Field(None, description="drop mined candidates the teacher scores above "
+                                                           "teacher(positive) - margin (None = no teacher guard)")
+    teacher_candidates: int | None = Field(None, ge=1, description="candidates per query the teacher rescores "
+                                                                   "[2 * negatives + 2]")
+    teacher_temperature: float = Field(1.0, gt=0, description="teacher scores are divided by this for distillation")
+    matryoshka_dims: list[int] | None = Field(None, description="also train truncated embeddings of these sizes")
+    mini_batch_size: int = Field(32, ge=1, description="cached-mnrl: examples per forward pass")
+    evals_per_epoch: int = Field(4, ge=1, description="validation evaluations per epoch (with a validation set)")
+    patience: int | None = Field(3, ge=1, description="stop after this many evaluations without a better val "
+                                                      "nDCG@10 (None = never stop early)")
+
+    @field_validator("teacher")
+    @classmethod
+    def _teacher_spec(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and value.strip()):
+            return value
+        if isinstance(value, Path):
+            return str(value)
+        if callable(getattr(value, "predict", None)):
+            return value
+        raise ValueError("teacher must be a spec string (a CrossEncoder directory or name, 'msmarco-onnx', an .onnx "
+                         "path) or an object with predict(pairs, batch_size)")
+
+    @field_serializer("teacher")
+    def _teacher_name(self, value: Any) -> str | None:
+        from ragtune.mining import teacher_name
+
+        return value if value is None or isinstance(value, str) else teacher_name(value) or type(value).__name__
+
+    @field_validator("matryoshka_dims")
+    @classmethod
+    def _dims(cls, value: list[int] | None) -> list[int] | None:
+        if value is None:
+            return None
+        if not value or any(d < 1 for d in value) or len(set(value)) != len(value):
+            raise ValueError("matryoshka_dims must be distinct positive sizes, e.g. [384, 256, 128, 64]")
+        return sorted(value, reverse=True)
+
+    @model_validator(mode="after")
+    def _recipe(self) -> EmbeddingTrainConfig:
+        distil = self.loss in ("margin-mse", "kl")
+        if distil and self.teacher is None:
+            raise ValueError(f"loss={self.loss!r} distils a cross-encoder: set teacher (e.g. 'msmarco-onnx' or a "
+                             "CrossEncoder directory), or use loss='mnrl'")
+        if distil and self.negatives < 1:
+            raise ValueError(f"loss={self.loss!r} needs negatives >= 1 (the teacher scores the query with its "
+                             "positive and its mined negatives); set negatives, e.g. 4")
+        if self.teacher_margin is not None and self.teacher is None:
+            raise ValueError("teacher_margin is set but teacher is not: set teacher, or teacher_margin: null")
+        if self.teacher is not None and not distil and (self.negatives < 1 or self.teacher_margin is None):
+            raise ValueError(f"teacher with loss={self.loss!r} is only used to drop false negatives among mined "
+                             "ones: set negatives >= 1 and teacher_margin (e.g. 0.0), use loss='margin-mse' or "
+                             "'kl', or remove teacher")
+        if self.mine_range_min >= self.mine_range_max:
+            raise ValueError(f"mine_range_min ({self.mine_range_min}) must be smaller than mine_range_max "
+                             f"({self.mine_range_max})")
+        if self.negatives > self.mine_range_max - self.mine_range_min:
+            raise ValueError(f"negatives ({self.negatives}) exceeds the candidate window mine_range_max - "
+                             f"mine_range_min ({self.mine_range_max - self.mine_range_min}); raise mine_range_max")
+        return self
 
 
 class EvalConfig(_Config):
@@ -85,6 +168,8 @@ class EvalConfig(_Config):
 
 from ragtune.adapters.config import AdapterConfig  # noqa: E402  (these build on _Config above)
 from ragtune.generate.llm.config import LLMConfig  # noqa: E402
+from ragtune.train.guard import GuardConfig  # noqa: E402
+from ragtune.train.reranker import RerankerTrainConfig  # noqa: E402
 
 
 class RunConfig(_Config):
@@ -93,6 +178,9 @@ class RunConfig(_Config):
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     embedding: EmbeddingTrainConfig = Field(default_factory=EmbeddingTrainConfig)
+    guard: GuardConfig = Field(default_factory=GuardConfig)
+    reranker: RerankerTrainConfig | None = Field(default_factory=RerankerTrainConfig,
+                                                 description="cross-encoder reranker step (null = skip it)")
     adapter: AdapterConfig | None = Field(None, description="also train a query-side adapter on the frozen base")
     eval: EvalConfig = Field(default_factory=EvalConfig)
 

@@ -6,7 +6,11 @@ Steps (each one a folder of the run directory, see :mod:`ragtune.workspace`)::
     split     by source document -> split/{train,val,test}/corpus.jsonl
     generate  train: gen-queries.jsonl + gen-qrels.tsv; val/test: BEIR evaluation sets
     train     embedding model fine-tuned on the train split -> train/embedding/model
-    eval      BM25, base and fine-tuned on the test split -> eval/test.json
+    guard     forgetting guard: fine-tuned, a weight mix with the base, or the base -> guard/model (+ guard.json)
+    adapter   (optional) a query-side adapter on the frozen base -> train/adapter
+    rerank    cross-encoder reranker trained on the train split -> train/reranker/model; on the validation split
+              the reranked pipeline is kept only when it beats its first stage (pipeline.json)
+    eval      BM25, base, fine-tuned, hybrid (+ reranker) on the test split -> eval/test.json
     report    report.md + report.json (+ report.html)
 
 A step whose marker exists with the same config key is skipped on rerun; the keys chain, so changing the chunking
@@ -28,7 +32,7 @@ from ragtune.workspace import Workspace, config_key
 
 logger = logging.getLogger(__name__)
 
-STEPS = ("ingest", "split", "generate", "train", "adapter", "eval", "report")
+STEPS = ("ingest", "split", "generate", "train", "guard", "adapter", "rerank", "eval", "report")
 
 
 @dataclass
@@ -78,10 +82,18 @@ def run_pipeline(docs_dir: str | Path, run_dir: str | Path, config: RunConfig | 
     if stop_after == "generate":
         return RunResult(ws.root, None, {})
 
-    k_train = config_key([k_gen, config.embedding.model_dump()])
+    k_train = config_key([k_gen, config.embedding.model_dump(mode="json")])
     ws.step("train", k_train, lambda: _train(ws, config))
     model_dir = ws.path("train", "embedding", "model")
     if stop_after == "train":
+        return RunResult(ws.root, model_dir, {})
+
+    k_guard = config_key([k_train, config.guard.model_dump(mode="json")])
+    if config.guard.enabled:
+        ws.step("guard", k_guard, lambda: _guard(ws, config))
+        if ws.path("guard", "model").is_dir():
+            model_dir = ws.path("guard", "model")
+    if stop_after == "guard":
         return RunResult(ws.root, model_dir, {})
 
     k_adapter = config_key([k_gen, config.adapter.model_dump() if config.adapter else None])
@@ -90,8 +102,14 @@ def run_pipeline(docs_dir: str | Path, run_dir: str | Path, config: RunConfig | 
     if stop_after == "adapter":
         return RunResult(ws.root, model_dir, {})
 
-    k_eval = config_key([k_train, k_adapter, config.eval.model_dump()])
-    ws.step("eval", k_eval, lambda: _evaluate(ws, config))
+    k_rerank = config_key([k_guard, config.reranker.model_dump(mode="json") if config.reranker else None])
+    if config.reranker is not None:
+        ws.step("rerank", k_rerank, lambda: _rerank(ws, config, model_dir))
+    if stop_after == "rerank":
+        return RunResult(ws.root, model_dir, {})
+
+    k_eval = config_key([k_guard, k_adapter, k_rerank, config.eval.model_dump()])
+    ws.step("eval", k_eval, lambda: _evaluate(ws, config, model_dir))
     if stop_after == "eval":
         return RunResult(ws.root, model_dir, {})
 
@@ -177,6 +195,75 @@ def _train(ws: Workspace, config: RunConfig) -> dict[str, Any]:
             "seconds": result.seconds}
 
 
+def _val_set(ws: Workspace):
+    from ragtune.data.beir import load_beir
+
+    return load_beir(ws.path("generate", "val")) if ws.path("generate", "val", "corpus.jsonl").is_file() else None
+
+
+def _guard(ws: Workspace, config: RunConfig) -> dict[str, Any]:
+    """Hand over the fine-tuned model only if it beats the base on validation without forgetting (see
+    :func:`ragtune.train.guard.guard_model`); without a validation split the fine-tuned model is kept as is."""
+    import shutil
+
+    from ragtune.train.guard import guard_model
+
+    val = _val_set(ws)
+    if val is None or not val.qrels:
+        logger.warning("no validation queries: the forgetting guard is skipped and the fine-tuned model is kept")
+        shutil.rmtree(ws.path("guard"), ignore_errors=True)
+        return {"decision": "skipped (no validation split)"}
+    result = guard_model(config.embedding.base, ws.path("train", "embedding", "model"), val, ws.path("guard"),
+                         config.guard)
+    ws.manifest["guard"] = {k: v for k, v in result.to_dict().items() if not isinstance(v, dict)}
+    return {"decision": result.decision, "alpha": result.alpha, "message": result.message}
+
+
+def _rerank(ws: Workspace, config: RunConfig, model_dir: Path) -> dict[str, Any]:
+    """Train a cross-encoder on the train split (negatives mined by the hybrid first stage over the fine-tuned
+    model), then keep ``hybrid>rerank`` only if it beats ``hybrid`` alone on the validation split."""
+    from ragtune._io import atomic_write_json
+    from ragtune.data.beir import load_beir
+    from ragtune.evaluate.harness import evaluate_systems
+    from ragtune.retrieval.systems import parse_system
+    from ragtune.train.reranker import train_reranker
+
+    assert config.reranker is not None
+    train = load_beir(ws.path("generate", "train"), queries="gen-queries.jsonl", qrels="gen-qrels.tsv")
+    val = _val_set(ws)
+    first = f"hybrid:{model_dir}"
+    rcfg = config.reranker
+    if rcfg.first_stage == "hybrid":
+        rcfg = rcfg.model_copy(update={"first_stage": first})
+    result = train_reranker(train, rcfg, ws.path("train", "reranker"), val=val)
+    reranked = f"{first}>rerank:{result.model_dir}"
+    choice: dict[str, Any] = {"first_stage": first, "reranked": reranked, "chosen": reranked,
+                              "reranker": str(result.model_dir)}
+    if val is not None and val.qrels:
+        systems = []
+        for name, spec in (("hybrid", first), ("hybrid+rerank", reranked)):
+            system = parse_system(spec, config.eval)
+            system.name = name
+            systems.append(system)
+        report = evaluate_systems(val, systems, config.eval.model_copy(update={"bootstrap": 0}))
+        scores = {name: report.systems[name].means["ndcg@10"] for name in ("hybrid", "hybrid+rerank")}
+        better = scores["hybrid+rerank"] > scores["hybrid"]
+        choice.update({"val_ndcg@10": scores, "chosen": reranked if better else first})
+        choice["message"] = (
+            f"the reranker lifts validation nDCG@10 from {scores['hybrid']:.4f} to {scores['hybrid+rerank']:.4f}: "
+            "the pipeline to serve is hybrid + rerank" if better else
+            f"the reranker does not beat the first stage on validation ({scores['hybrid+rerank']:.4f} vs "
+            f"{scores['hybrid']:.4f} nDCG@10): the pipeline to serve is hybrid retrieval alone")
+        if not better:
+            logger.warning("rerank: %s", choice["message"])
+    else:
+        choice["message"] = "no validation split: the reranked pipeline is kept without a check"
+    atomic_write_json(ws.path("rerank", "pipeline.json"), choice)
+    ws.manifest["pipeline"] = choice
+    return {"steps": result.steps, "best_step": result.best_step, "chosen": choice["chosen"],
+            "message": choice["message"]}
+
+
 def _adapter(ws: Workspace, config: RunConfig) -> dict[str, Any]:
     """A query-side adapter on the frozen base model: the document index stays as it is."""
     from ragtune.adapters import train_adapter
@@ -190,7 +277,7 @@ def _adapter(ws: Workspace, config: RunConfig) -> dict[str, Any]:
             "val_base": result.val_base, "val_best": result.val_best}
 
 
-def _evaluate(ws: Workspace, config: RunConfig) -> dict[str, Any]:
+def _evaluate(ws: Workspace, config: RunConfig, model_dir: Path) -> dict[str, Any]:
     from ragtune.data.beir import load_beir, write_run
     from ragtune.evaluate.harness import evaluate_systems
     from ragtune.models import resolve_model
@@ -198,9 +285,12 @@ def _evaluate(ws: Workspace, config: RunConfig) -> dict[str, Any]:
 
     test = load_beir(ws.path("generate", "test"))
     specs = {"bm25": "bm25", "base": f"dense:{resolve_model(config.embedding.base)}",
-             "fine-tuned": f"dense:{ws.path('train', 'embedding', 'model')}"}
+             "fine-tuned": f"dense:{model_dir}"}
     if config.adapter is not None:
         specs["base+adapter"] = f"adapter:{ws.path('train', 'adapter')}"
+    if config.reranker is not None and ws.path("train", "reranker", "model").is_dir():
+        specs["hybrid"] = f"hybrid:{model_dir}"
+        specs["hybrid+rerank"] = f"hybrid:{model_dir}>rerank:{ws.path('train', 'reranker', 'model')}"
     systems = []
     for name, spec in specs.items():
         system = parse_system(spec, config.eval)

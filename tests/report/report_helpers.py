@@ -68,6 +68,8 @@ def build_run(docs: Path, run_dir: Path, base_model: str) -> Path:
     from ragtune.pipeline import run_pipeline
 
     cfg = RunConfig.load(None, {"ingest.chunk_tokens": 64, "embedding.base": base_model, "embedding.max_steps": 2,
-                                "embedding.batch_size": 8, "embedding.learning_rate": 5e-3, "eval.bootstrap": 50})
+                                "embedding.batch_size": 8, "embedding.learning_rate": 5e-3, "eval.bootstrap": 50,
+                                "reranker.base": base_model, "reranker.max_steps": 2, "reranker.batch_size": 8,
+                                "reranker.negatives": 2})
     run_pipeline(docs, run_dir, cfg)
     return run_dir

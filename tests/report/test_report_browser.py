@@ -15,7 +15,7 @@ import pytest
 from chromium_cdp import Chromium, find_chromium
 from report_helpers import HOSTILE, ZH_MARKER
 
-SECTIONS = ["verdict", "results", "plots", "examples", "generation", "data", "training", "cost", "manifest"]
+SECTIONS = ["verdict", "results", "plots", "examples", "generation", "guard", "pipeline", "data", "training", "cost", "manifest"]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_the_report_loads_cleanly_in_chromium(browser, small_run, tmp_path):
     ids = page.evaluate("[...document.querySelectorAll('main > section')].map(s => s.id)")
     assert ids == SECTIONS
     assert page.evaluate("document.querySelectorAll('#plots svg').length") >= 5
-    assert page.evaluate("document.querySelectorAll('#results tr').length") == 4  # header + 3 systems
+    assert page.evaluate("document.querySelectorAll('#results tr').length") == 6  # header + 5 systems
     assert page.evaluate("document.querySelector('#verdict .verdict-text').innerText.length") > 20
     # the injected chunk is on the page as text, and never ran
     text = page.evaluate("document.body.innerText")

@@ -20,7 +20,9 @@ def test_a_full_run_has_every_section(small_run):
                 "timings", "manifest", "config"):
         assert key in data, key
     ev = data["evaluation"]
-    assert list(ev["systems"]) == ["bm25", "base", "fine-tuned"]
+    assert list(ev["systems"]) == ["bm25", "base", "fine-tuned", "hybrid", "hybrid+rerank"]
+    assert data["guard"]["verdict"] in ("pass", "warn", "fail") and data["guard"]["message"]
+    assert data["pipeline"]["chosen"] in (data["pipeline"]["first_stage"], data["pipeline"]["reranked"])
     verdict = data["verdict"]
     assert verdict["baseline"] == "base" and verdict["candidate"] == "fine-tuned"
     assert verdict["status"] in ("better", "worse", "inconclusive") and verdict["message"]
@@ -37,7 +39,7 @@ def test_a_full_run_has_every_section(small_run):
         assert len(curve) == len(curves["k"]) and curve == sorted(curve)  # recall@k never falls as k grows
         assert curve[-1] == pytest.approx(ev["systems"][name]["means"]["recall@100"], abs=1e-3)
     assert data["generation"]["samples_by_verdict"]["kept"]
-    assert "guard" not in data and "cost" not in data  # not made by this run: left out, not empty
+    assert "cost" not in data  # not made by this run (no LLM): left out, not empty
 
 
 def test_recall_curve_counts_every_relevant_passage():

@@ -48,7 +48,7 @@ def test_parse_uses_eval_config_for_dense():
     ("dense:", "nothing after 'dense:'"),
     ("bm25:k1", "bm25 takes no argument"),
     ("bm25>shuffle:x", "unknown pipeline stage 'shuffle'"),
-    ("hybrid:minilm>rerank:/models/ce", "rerank stages are not available yet"),
+    ("hybrid:minilm>rerank", "name the reranker after .rerank:."),
 ])
 def test_parse_invalid_specs_name_the_valid_forms(spec, message):
     with pytest.raises(ConfigError, match=message) as info:

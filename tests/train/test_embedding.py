@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 from collections import Counter
 
@@ -135,22 +134,6 @@ def test_interrupted_training_resumes_from_its_checkpoint(trained, tiny_model_pa
     diff = max((pa - pb).abs().max().item() for pa, pb in zip(a.parameters(), b.parameters(), strict=True))
     assert diff < 1e-6  # the resumed run ends exactly where the uninterrupted one did
 
-
-def test_checkpoints_of_other_settings_are_discarded(tmp_path, caplog):
-    ckpt = tmp_path / "checkpoints"
-    (ckpt / "checkpoint-2").mkdir(parents=True)
-    (ckpt / "checkpoint-2" / "trainer_state.json").write_text("{}")
-    (ckpt / "ragtune-fingerprint.json").write_text(json.dumps({"key": "old"}))
-    with caplog.at_level(logging.WARNING, logger="ragtune"):
-        assert emb._latest_checkpoint(ckpt, "new") is None
-    assert not ckpt.exists() and "discarding checkpoints" in caplog.text
-
-    (ckpt / "checkpoint-2").mkdir(parents=True)
-    (ckpt / "checkpoint-2" / "trainer_state.json").write_text("{}")
-    (ckpt / "checkpoint-4").mkdir()  # killed while saving: no trainer_state.json
-    (ckpt / "ragtune-fingerprint.json").write_text(json.dumps({"key": "same"}))
-    assert emb._latest_checkpoint(ckpt, "same") == str(ckpt / "checkpoint-2")
-    assert not (ckpt / "checkpoint-4").exists()
 
 
 @pytest.mark.parametrize("qrels", [{}, {"q": {"nope": 1}}, {"q": {"c0": 1}}])

@@ -21,7 +21,9 @@ def eval_command(
     data: Path = typer.Option(..., "--data", help="BEIR directory (corpus.jsonl, queries.jsonl, qrels)."),
     system: list[str] | None = typer.Option(
         None, "--system", "-s", metavar="SPEC",
-        help="Retrieval system, repeatable: bm25, dense:MODEL, hybrid:MODEL (default: bm25 and dense:minilm)."),
+        help="Retrieval system, repeatable: bm25, dense:MODEL, hybrid:MODEL, hybrid(alpha=0.7):MODEL, or a pipeline "
+             "FIRST>rerank:CROSS_ENCODER / FIRST>rerank(k=100,n=10):CROSS_ENCODER (CROSS_ENCODER: a CrossEncoder "
+             "dir or name, msmarco-onnx, a .onnx path) (default: bm25 and dense:minilm)."),
     queries: str | None = typer.Option(None, "--queries", metavar="FILE", help="Queries file inside DIR or a path."),
     qrels: str | None = typer.Option(None, "--qrels", metavar="FILE", help="Qrels file inside DIR (or DIR/qrels) or a path."),
     top_k: int | None = typer.Option(None, "--top-k", help="Documents retrieved per query [100]."),
@@ -72,11 +74,27 @@ def _print_table(report, output: Path | None, save_runs: Path | None) -> None:
     table.add_row(f"p {PRIMARY_METRIC}", *(report.p_value_text(name) for name in report.systems))
     table.add_row("seconds", *(f"{r.timings['total_s']:.1f}" for r in report.systems.values()))
     table.add_row("queries/s", *(f"{r.timings['queries_per_s']:.0f}" for r in report.systems.values()))
+    table.add_row("ms/query\np50/p95/p99", *(report.latency_text(name).replace(" / ", "/")
+                                             for name in report.systems))
     console = Console()
     console.print(table)
+    pipelines = {name: r for name, r in report.systems.items() if r.first_stage is not None}
+    if pipelines:
+        stages = Table(title="pipeline stages")
+        for col in ("pipeline", "stage", PRIMARY_METRIC, "recall@100", f"p {PRIMARY_METRIC} vs first stage"):
+            stages.add_column(col, overflow="fold", justify="left" if col in ("pipeline", "stage") else "right")
+        for name, r in pipelines.items():
+            fs = r.first_stage
+            p = fs["p_values"].get(PRIMARY_METRIC)
+            stages.add_row(name, f"first stage: {fs['name']}", f"{fs['means'][PRIMARY_METRIC]:.4f}",
+                           f"{fs['recall@100']:.4f} (ceiling)", "")
+            stages.add_row("", "reranked", f"{r.means[PRIMARY_METRIC]:.4f}", f"{r.means['recall@100']:.4f}",
+                           f"{p:.2g}{' *' if p < 0.05 else ''}" if p is not None else "")
+        console.print(stages)
     notes = [f"95% bootstrap CIs in brackets; * = differs from {report.baseline} at p < 0.05 "
              f"(paired {report.paired_test} test)." if report.config.get("bootstrap") else
-             f"* = differs from {report.baseline} at p < 0.05 (paired {report.paired_test} test)."]
+             f"* = differs from {report.baseline} at p < 0.05 (paired {report.paired_test} test).",
+             "ms/query: measured per query for pipelines; ~ = batch search time / queries."]
     if output is not None:
         notes.append(f"report: {output}")
     if save_runs is not None:

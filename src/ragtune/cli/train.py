@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-train_app = typer.Typer(help="Fine-tune a model (embedding now; reranker, adapter, router later).",
+train_app = typer.Typer(help="Fine-tune a model: embedding, adapter or reranker.",
                         no_args_is_help=True)
 
 
@@ -15,17 +15,53 @@ def register(app: typer.Typer) -> None:
     app.add_typer(train_app, name="train")
 
 
+def _yaml_section(config: Path | None, name: str) -> dict:
+    """The ``name`` section of a ragtune.yaml given with ``--config`` (empty without one)."""
+    import yaml
+
+    from ragtune.errors import ConfigError
+
+    if config is None:
+        return {}
+    if not config.is_file():
+        raise ConfigError(f"--config {config}: file not found")
+    loaded = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+    return dict(loaded.get(name) or {}) if isinstance(loaded, dict) else {}
+
+
 @train_app.command("embedding")
 def embedding_command(
-    data: Path = typer.Option(..., "--data", help="BEIR directory with corpus.jsonl."),
+    ctx: typer.Context,
+    data: Path | None = typer.Option(None, "--data", help="BEIR directory with corpus.jsonl (or give --pairs)."),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for model/ (a sentence-transformers "
                                                             "directory) and train-log.json. Rerun to resume."),
     queries: str = typer.Option("gen-queries.jsonl", "--queries", metavar="FILE",
                                 help="Queries file inside --data or a path."),
     qrels: str = typer.Option("gen-qrels.tsv", "--qrels", metavar="FILE",
-                              help="Qrels file inside --data (or --data/qrels) or a path."),
+                              help="Qrels file inside --data (or --data/qrels) or a path, e.g. qrels_train.tsv."),
+    pairs: Path | None = typer.Option(None, "--pairs", metavar="FILE", help="Your own pairs instead of --data: a "
+                                      ".jsonl of {\"query\", \"positive\"[, \"negatives\": [...]]} per line."),
     base: str | None = typer.Option(None, "--base", help="sentence-transformers name or path [minilm: the "
                                                          "packaged all-MiniLM-L6-v2]."),
+    loss: str | None = typer.Option(None, "--loss", help="mnrl, cached-mnrl (big batches in little memory), "
+                                                         "margin-mse or kl (distil --teacher); default mnrl."),
+    negatives: int | None = typer.Option(None, "--negatives", help="Hard negatives mined per query [0]."),
+    mine_with: str | None = typer.Option(None, "--mine-with", help="Miner: dense (the base model), bm25 or both "
+                                                                   "(default: dense)."),
+    relative_margin: float | None = typer.Option(None, "--relative-margin", help="False-negative guard: skip "
+                                                 "candidates scoring above positive - |positive| x this [0.05]."),
+    teacher: str | None = typer.Option(None, "--teacher", help="Cross-encoder teacher: a CrossEncoder directory "
+                                                               "or name, msmarco-onnx, or an .onnx file."),
+    teacher_margin: float | None = typer.Option(None, "--teacher-margin", help="Drop mined candidates the teacher "
+                                                "scores above teacher(positive) - this (default: off)."),
+    matryoshka_dims: str | None = typer.Option(None, "--matryoshka-dims", metavar="D1,D2,...",
+                                               help="Also train truncated embeddings, e.g. 384,256,128,64."),
+    mini_batch_size: int | None = typer.Option(None, "--mini-batch-size", help="cached-mnrl: examples per "
+                                                                               "forward pass [32]."),
+    patience: int | None = typer.Option(None, "--patience", help="With --val: stop after N evaluations without "
+                                                                 "a better nDCG@10; 0 = never [3]."),
+    evals_per_epoch: int | None = typer.Option(None, "--evals-per-epoch", help="With --val: evaluations per "
+                                                                                "epoch [4]."),
     epochs: float | None = typer.Option(None, "--epochs", help="Training epochs [1]."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many steps (overrides "
                                                                    "--epochs)."),
@@ -38,23 +74,55 @@ def embedding_command(
                                                         "(e.g. one written by ragtune generate --eval-set)."),
     save_steps: int | None = typer.Option(None, "--save-steps", help="Checkpoint every N steps (default: every "
                                                                      "5 minutes)."),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="Train data-parallel in N processes (DDP via torchrun: "
+                                                        "one per GPU, or gloo on CPU); --batch-size is per "
+                                                        "process. Or start this command with torchrun / "
+                                                        "accelerate launch yourself."),
     config: Path | None = typer.Option(None, "--config", help="ragtune.yaml; its 'embedding' section is used."),
     as_json: bool = typer.Option(False, "--json", help="Print the training summary as JSON."),
 ) -> None:
-    """Fine-tune an embedding model with in-batch negatives (MultipleNegativesRankingLoss)."""
+    """Fine-tune an embedding model: in-batch and mined hard negatives (MNRL), or distil a cross-encoder."""
+    import logging
+
     from rich.console import Console
+
+    from ragtune.train import distributed
+
+    if nproc > 1 and not distributed.under_launcher():  # DDP: run this same command as nproc processes
+        raise typer.Exit(distributed.launch(nproc, distributed.cli_argv(ctx)))
+    if not distributed.is_main_process():  # DDP: rank 0 alone reports progress and prints the summary
+        logging.getLogger("ragtune").setLevel(logging.WARNING)
 
     from ragtune.config import RunConfig
     from ragtune.data.beir import load_beir
-    from ragtune.train.embedding import train_embedding
+    from ragtune.errors import ConfigError
+    from ragtune.train.embedding import load_pairs, train_embedding
 
+    if (data is None) == (pairs is None):
+        raise ConfigError("give either --data DIR (a BEIR directory, with --queries/--qrels) or --pairs FILE")
+    dims = None
+    if matryoshka_dims is not None:
+        try:
+            dims = [int(d) for d in matryoshka_dims.replace(" ", "").split(",") if d]
+        except ValueError:
+            raise ConfigError(f"--matryoshka-dims {matryoshka_dims!r}: expected sizes separated by commas, e.g. "
+                              "384,256,128") from None
     overrides = {"embedding.base": base, "embedding.epochs": epochs, "embedding.max_steps": max_steps,
                  "embedding.batch_size": batch_size, "embedding.learning_rate": lr,
-                 "embedding.max_seq_length": max_seq_length, "embedding.seed": seed}
+                 "embedding.max_seq_length": max_seq_length, "embedding.seed": seed, "embedding.loss": loss,
+                 "embedding.negatives": negatives, "embedding.mine_with": mine_with,
+                 "embedding.relative_margin": relative_margin, "embedding.teacher": teacher,
+                 "embedding.teacher_margin": teacher_margin, "embedding.matryoshka_dims": dims,
+                 "embedding.mini_batch_size": mini_batch_size, "embedding.evals_per_epoch": evals_per_epoch,
+                 "embedding.patience": patience if patience != 0 else None}
     cfg = RunConfig.load(config, overrides=overrides).embedding
-    train_set = load_beir(data, queries=queries, qrels=qrels)
+    if patience == 0:
+        cfg.patience = None
+    train_set = load_pairs(pairs) if pairs is not None else load_beir(data, queries=queries, qrels=qrels)
     val_set = load_beir(val) if val is not None else None
     result = train_embedding(train_set, cfg, output, val=val_set, save_steps=save_steps)
+    if not distributed.is_main_process():
+        return
     console = Console()
     if as_json:
         console.print_json(json.dumps(result.to_dict()))
@@ -62,10 +130,15 @@ def embedding_command(
     loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"
     console.print(f"fine-tuned {cfg.base} on {result.n_pairs:,} pairs: {result.steps} steps of batch "
                   f"{result.batch_size}, final loss {loss}, {result.seconds:.0f} s", highlight=False)
-    for ev in result.evals[-1:]:
-        ndcg = ev.get("eval_val_cosine_ndcg@10")
-        if ndcg is not None:
-            console.print(f"validation nDCG@10 after step {ev.get('step')}: {ndcg:.4f}", highlight=False)
+    if result.mining:
+        m = result.mining
+        console.print(f"hard negatives: {m['kept']:,} mined for {m['queries']:,} queries ({m['margin_dropped']:,} "
+                      f"candidates dropped by the margin guard, {m['teacher_dropped']:,} by the teacher, "
+                      f"{m['padded']:,} random fill-ins)", highlight=False)
+    if result.best_metric is not None:
+        stop = ", stopped early" if result.stopped_early else ""
+        console.print(f"best validation nDCG@10: {result.best_metric:.4f} at step {result.best_step} (the model "
+                      f"written){stop}", highlight=False)
     console.print(f"model: {result.model_dir}", highlight=False, soft_wrap=True)
 
 
@@ -103,21 +176,14 @@ def adapter_command(
     as_json: bool = typer.Option(False, "--json", help="Print the training summary as JSON."),
 ) -> None:
     """Train a small adapter over a frozen encoder (local model or embeddings API) on cached embeddings."""
-    import yaml
     from rich.console import Console
 
     from ragtune.adapters.config import AdapterConfig
     from ragtune.adapters.train import train_adapter
     from ragtune.config import validate_config
     from ragtune.data.beir import load_beir
-    from ragtune.errors import ConfigError
 
-    section: dict = {}
-    if config is not None:
-        if not config.is_file():
-            raise ConfigError(f"--config {config}: file not found")
-        loaded = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-        section = dict(loaded.get("adapter") or {}) if isinstance(loaded, dict) else {}
+    section = _yaml_section(config, "adapter")
     flags = {"kind": kind, "side": side, "base": base, "endpoint": endpoint, "endpoint_model": endpoint_model,
              "endpoint_input_type": endpoint_input_type, "epochs": epochs, "learning_rate": lr,
              "batch_size": batch_size, "seed": seed}
@@ -144,3 +210,63 @@ def adapter_command(
     if result.reembed_documents:
         console.print("[yellow]side=both: documents pass through the adapter too; re-embed the document index "
                       "with the adapted model.[/]")
+
+
+@train_app.command("reranker")
+def reranker_command(
+    data: Path = typer.Option(..., "--data", help="BEIR directory with corpus.jsonl."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for model/ (a CrossEncoder directory) and "
+                                                            "train-log.json. Rerun to resume."),
+    queries: str = typer.Option("gen-queries.jsonl", "--queries", metavar="FILE",
+                                help="Queries file inside --data or a path."),
+    qrels: str = typer.Option("gen-qrels.tsv", "--qrels", metavar="FILE",
+                              help="Qrels file inside --data (or --data/qrels) or a path."),
+    base: str | None = typer.Option(None, "--base", help="minilm (packaged MiniLM body + new head), an HF encoder "
+                                                         "or an existing CrossEncoder [minilm]."),
+    loss: str | None = typer.Option(None, "--loss", help="bce (pointwise), listnet or lambda (listwise) [bce]."),
+    negatives: int | None = typer.Option(None, "--negatives", help="Hard negatives per query [7]."),
+    first_stage: str | None = typer.Option(None, "--first-stage", metavar="SPEC",
+                                           help="Retriever that mines negatives and feeds validation: bm25, "
+                                                "dense:MODEL, hybrid:MODEL [hybrid]."),
+    epochs: float | None = typer.Option(None, "--epochs", help="Training epochs [1]."),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many steps."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Pairs (bce) or queries (listwise) per "
+                                                                     "batch [16]."),
+    lr: float | None = typer.Option(None, "--lr", help="Learning rate [2e-5]."),
+    max_length: int | None = typer.Option(None, "--max-length", help="Tokens per (query, passage) pair [256]."),
+    val: Path | None = typer.Option(None, "--val", help="BEIR directory for validation nDCG@10 (reranking the "
+                                                        "first stage's candidates), best-model selection and "
+                                                        "early stopping."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed [42]."),
+    config: Path | None = typer.Option(None, "--config", help="ragtune.yaml; its 'reranker' section is used."),
+    as_json: bool = typer.Option(False, "--json", help="Print the training summary as JSON."),
+) -> None:
+    """Fine-tune a cross-encoder reranker on judged pairs plus hard negatives mined by a first stage."""
+    from rich.console import Console
+
+    from ragtune.config import validate_config
+    from ragtune.data.beir import load_beir
+    from ragtune.train.reranker import RerankerTrainConfig, train_reranker
+
+    section = _yaml_section(config, "reranker")
+    flags = {"base": base, "loss": loss, "negatives": negatives, "first_stage": first_stage, "epochs": epochs,
+             "max_steps": max_steps, "batch_size": batch_size, "learning_rate": lr, "max_length": max_length,
+             "seed": seed}
+    section.update({k: v for k, v in flags.items() if v is not None})
+    cfg = validate_config(RerankerTrainConfig, section, source=str(config) if config else "reranker options")
+    result = train_reranker(load_beir(data, queries=queries, qrels=qrels), cfg, output,
+                            val=load_beir(val) if val is not None else None)
+    console = Console()
+    if as_json:
+        console.print_json(json.dumps(result.to_dict(), default=str))
+        return
+    final = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"
+    console.print(f"trained reranker from {cfg.base} ({cfg.loss} loss) on {result.n_queries:,} queries "
+                  f"({result.n_examples:,} examples): {result.steps} steps, final loss {final}, "
+                  f"{result.seconds:.0f} s", highlight=False)
+    if result.evals:
+        last = result.evals[-1]
+        console.print(f"validation nDCG@10: first stage {last.get('eval_val_first_stage_ndcg@10', 0.0):.4f}, "
+                      f"reranked best {result.best_metric:.4f} (step {result.best_step})", highlight=False)
+    console.print(f"model: {result.model_dir} (evaluate with --system '{cfg.first_stage}>rerank:"
+                  f"{result.model_dir}')", highlight=False, soft_wrap=True)

@@ -27,6 +27,8 @@ renderers skip what is missing. Keys, and the file each comes from (later stages
     guard         *later* the forgetting guard, eval/guard.json or manifest["guard"]:
                   {verdict: "pass" | "warn" | "fail", message: str, ...any scalar details (dataset, base,
                   fine_tuned, delta, threshold)}
+    pipeline      rerank/pipeline.json or manifest["pipeline"]: {first_stage, reranked, chosen (the spec to serve),
+                  reranker, message, val_ndcg@10: {hybrid, hybrid+rerank}}
     cost          *later* manifest["cost"], else the "stats" of generate/train/gen-info.json:
                   {prompt_tokens: int, completion_tokens: int, usd: float, model?: str, requests?: int}
     timings       {steps: {step: seconds}, total_s, systems: {name: {load_s, index_s, search_s, queries_per_s}}}
@@ -280,6 +282,9 @@ def build_report_data(run_dir: str | Path) -> dict[str, Any]:
     guard = _read_json(run_dir / "eval" / "guard.json") or manifest.get("guard")
     if isinstance(guard, dict) and guard.get("verdict"):
         data["guard"] = guard
+    pipeline = _read_json(run_dir / "rerank" / "pipeline.json") or manifest.get("pipeline")
+    if isinstance(pipeline, dict) and pipeline.get("chosen"):
+        data["pipeline"] = pipeline
     cost = _cost(run_dir, manifest)
     if cost is not None:
         data["cost"] = cost

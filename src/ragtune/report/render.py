@@ -71,6 +71,10 @@ def _costs_md(data: dict[str, Any]) -> list[str]:
     if guard:
         out += ["## Forgetting guard", "", f"**{_md_escape(guard['verdict'])}**: {_md_escape(guard.get('message', ''))}",
                 ""]
+    pipeline = data.get("pipeline")
+    if pipeline:
+        out += ["## Reranking", "", _md_escape(pipeline.get("message", "")), "",
+                f"Pipeline to serve: `{pipeline['chosen']}`", ""]
     cost = data.get("cost")
     if cost:
         out += ["## Cost", "", f"{cost['prompt_tokens']:,} prompt + {cost['completion_tokens']:,} completion tokens, "

@@ -1,7 +1,8 @@
 """First-stage retrieval: BM25 (bm25s), exact dense search (sentence-transformers) and their fusion.
 
 Every retriever returns a run ``{query_id: {doc_id: score}}``; :func:`parse_system` turns a spec string such as
-``bm25``, ``dense:minilm`` or ``hybrid:PATH`` into a :class:`RetrievalSystem`.
+``bm25``, ``dense:minilm``, ``hybrid:PATH`` or a pipeline ``hybrid:PATH>rerank:CROSS_ENCODER`` into a
+:class:`RetrievalSystem`; rerankers live in :mod:`ragtune.retrieval.rerank` (imported on first use).
 """
 
 from ragtune.retrieval.bm25 import BM25Retriever, Tokenizer, doc_text
@@ -14,6 +15,7 @@ from ragtune.retrieval.systems import (
     RetrievalSystem,
     parse_system,
     reciprocal_rank_fusion,
+    weighted_fusion,
 )
 
 __all__ = [
@@ -28,4 +30,5 @@ __all__ = [
     "doc_text",
     "parse_system",
     "reciprocal_rank_fusion",
+    "weighted_fusion",
 ]

@@ -147,6 +147,12 @@ class BM25Retriever:
                     len(self._bm25.vocab_dict), self.timings["index_s"])
         return self
 
+    def scores(self, query: str):
+        """BM25 scores of ``query`` against every indexed document, a numpy array aligned with ``self.doc_ids``."""
+        if self._bm25 is None or self.tokenizer is None:
+            raise ConfigError("BM25Retriever.scores() was called before index(corpus)")
+        return self._bm25.get_scores_from_ids(self._bm25.get_tokens_ids(self.tokenizer(query)))
+
     def search(self, queries: Queries, top_k: int = 100) -> Run:
         """Top ``top_k`` documents per query as a run ``{query_id: {doc_id: score}}``.
 

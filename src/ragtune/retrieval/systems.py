@@ -5,16 +5,23 @@ Valid specs:
 - ``bm25``                      BM25 (bm25s, k1 0.9, b 0.4, tokenizer by corpus language)
 - ``dense`` / ``dense:MODEL``   exact dense search with a sentence-transformers model (default ``minilm``)
 - ``hybrid`` / ``hybrid:MODEL`` reciprocal-rank fusion (k=60) of ``bm25`` and ``dense:MODEL``
+- ``hybrid(alpha=0.7):MODEL``   weighted fusion instead: per query, each run's scores are min-max normalised to
+                                [0, 1] and fused as ``alpha * dense + (1 - alpha) * bm25`` (a document missing from
+                                a run counts 0 there); ``hybrid(rrf_k=30):MODEL`` changes the RRF constant
 - ``adapter:DIR``               the frozen encoder recorded in DIR (endpoint or ST model) + its trained adapter
 
-``MODEL`` is everything after the first ``:``, so paths containing ``:`` work (``dense:C:/models/x``).
-A pipeline adds later stages with ``>`` (``hybrid:MODEL>rerank:CROSS_ENCODER``); the parser splits them here
-and :data:`STAGES` is the seam where stage factories register (rerank arrives in a later issue).
+``MODEL`` is everything after the first ``:``, so paths containing ``:`` work (``dense:C:/models/x``); parameters go
+in parentheses before that colon. A pipeline adds later stages with ``>``; :data:`STAGES` maps a stage name to its
+factory. The one stage is ``rerank`` (:mod:`ragtune.retrieval.rerank`): ``hybrid:MODEL>rerank:CROSS_ENCODER``
+reranks the first stage's top 100 with a cross-encoder; ``>rerank(k=50,n=10):CROSS_ENCODER`` takes the top 50 and
+keeps 10 (also ``batch_size``, ``max_length``, ``threads``). CROSS_ENCODER is a CrossEncoder directory or hub name,
+``msmarco-onnx`` or a ``.onnx`` path.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,8 +33,8 @@ from ragtune.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 RRF_K = 60
-VALID_FORMS = ("bm25", "dense", "dense:MODEL", "hybrid", "hybrid:MODEL", "adapter:DIR",
-               "FIRST_STAGE>rerank:MODEL (later)")
+VALID_FORMS = ("bm25", "dense", "dense:MODEL", "hybrid", "hybrid:MODEL", "hybrid(alpha=0.7):MODEL", "adapter:DIR",
+               "FIRST_STAGE>rerank:CROSS_ENCODER", "FIRST_STAGE>rerank(k=100,n=10):CROSS_ENCODER")
 DEFAULT_SYSTEMS = ("bm25", "dense:minilm")
 
 RunCache = dict[str, tuple[Run, dict[str, float]]]  # system name -> (run, timings)
@@ -50,6 +57,29 @@ def reciprocal_rank_fusion(runs: list[Run], k: int = RRF_K, top_k: int | None = 
     return fused
 
 
+def weighted_fusion(runs: list[Run], weights: list[float], top_k: int | None = None) -> Run:
+    """Fuse runs by a weighted sum of per-query min-max normalised scores (CombSUM with normalisation).
+
+    Each run's scores for a query are mapped to [0, 1] (all equal -> 1); a document a run did not return counts 0
+    there. Written here rather than taken from ranx for the reason given in :func:`reciprocal_rank_fusion`.
+    """
+    if len(runs) != len(weights):
+        raise ConfigError(f"weighted_fusion: {len(runs)} runs but {len(weights)} weights")
+    fused: Run = {}
+    for run, weight in zip(runs, weights, strict=True):
+        for qid, docs in run.items():
+            acc = fused.setdefault(qid, {})
+            if not docs:
+                continue
+            low, high = min(docs.values()), max(docs.values())
+            for did, score in docs.items():
+                norm = (score - low) / (high - low) if high > low else 1.0
+                acc[did] = acc.get(did, 0.0) + weight * norm
+    if top_k is not None:
+        fused = {q: dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]) for q, d in fused.items()}
+    return fused
+
+
 class RetrievalSystem:
     """A named first-stage retriever: ``run = system.search(corpus, queries, top_k)``.
 
@@ -60,9 +90,16 @@ class RetrievalSystem:
     """
 
     name: str = ""
+    # seconds per query id when the system measured each query itself (a pipeline does); batch systems leave it
+    # None and the evaluation reports their search time spread evenly over the queries
+    query_latency_s: dict[str, float] | None = None
 
     def __init__(self) -> None:
         self.timings: dict[str, float] = {}
+
+    def stage_runs(self) -> dict[str, Run]:
+        """Runs of the earlier stages of a pipeline after :meth:`search`, by stage system name (none here)."""
+        return {}
 
     def search(self, corpus: Corpus, queries: Queries, top_k: int = 100, cache: RunCache | None = None) -> Run:
         if cache is not None and self.name in cache:
@@ -117,14 +154,22 @@ class DenseSystem(RetrievalSystem):
 
 
 class HybridSystem(RetrievalSystem):
-    """RRF of BM25 and a dense model over each one's top ``top_k``."""
+    """Fusion of BM25 and a dense model over each one's top ``top_k``: RRF (default) or weighted by ``alpha``."""
 
-    def __init__(self, model: Any = "minilm", batch_size: int = 64, block_size: int = 50_000, rrf_k: int = RRF_K):
+    def __init__(self, model: Any = "minilm", batch_size: int = 64, block_size: int = 50_000, rrf_k: int = RRF_K,
+                 fusion: str = "rrf", alpha: float = 0.5):
         super().__init__()
+        if fusion not in ("rrf", "weighted"):
+            raise ConfigError(f"hybrid fusion={fusion!r}: use 'rrf' or 'weighted'")
+        if not 0.0 <= alpha <= 1.0:
+            raise ConfigError(f"hybrid alpha={alpha}: the weight on the dense run must be in [0, 1]")
+        if rrf_k < 1:
+            raise ConfigError(f"hybrid rrf_k={rrf_k}: must be a positive integer (60 is the usual choice)")
         self.bm25 = BM25System()
         self.dense = DenseSystem(model, batch_size, block_size)
-        self.name = "hybrid:" + self.dense.name.split(":", 1)[1]
-        self.rrf_k = rrf_k
+        self.fusion, self.alpha, self.rrf_k = fusion, alpha, rrf_k
+        params = f"(alpha={alpha:g})" if fusion == "weighted" else ("" if rrf_k == RRF_K else f"(rrf_k={rrf_k})")
+        self.name = f"hybrid{params}:" + self.dense.name.split(":", 1)[1]
 
     def _search(self, corpus, queries, top_k, cache):
         timings = {"index_s": 0.0, "search_s": 0.0}
@@ -135,22 +180,54 @@ class HybridSystem(RetrievalSystem):
                 if key.endswith("_s"):
                     timings[key] = timings.get(key, 0.0) + seconds
         start = time.perf_counter()
-        fused = reciprocal_rank_fusion(runs, k=self.rrf_k, top_k=top_k)
+        if self.fusion == "weighted":
+            fused = weighted_fusion(runs, [1.0 - self.alpha, self.alpha], top_k=top_k)
+        else:
+            fused = reciprocal_rank_fusion(runs, k=self.rrf_k, top_k=top_k)
         timings["search_s"] += time.perf_counter() - start
         self.timings = timings
         return fused
 
 
-def _not_yet(stage: str) -> Callable[..., Any]:
-    def factory(arg: str, first: RetrievalSystem) -> RetrievalSystem:
-        raise ConfigError(f"--system '{first.name}>{stage}:{arg}': {stage} stages are not available yet in this "
-                          f"version of ragtune; evaluate the first stage alone (--system {first.name}).")
+def _rerank_stage(arg: str, first: RetrievalSystem, params: dict[str, str]) -> RetrievalSystem:
+    from ragtune.retrieval.rerank import rerank_factory  # imports this module; loaded on first use
 
-    return factory
+    return rerank_factory(arg, first, params)
 
 
-# Later stages of a pipeline, by name: factory(argument, previous_system) -> RetrievalSystem.
-STAGES: dict[str, Callable[[str, RetrievalSystem], RetrievalSystem]] = {"rerank": _not_yet("rerank")}
+# Later stages of a pipeline, by name: factory(argument, previous_system, parameters) -> RetrievalSystem.
+STAGES: dict[str, Callable[[str, RetrievalSystem, dict[str, str]], RetrievalSystem]] = {"rerank": _rerank_stage}
+
+_HEAD = re.compile(r"^\s*([A-Za-z_][\w-]*)\s*(?:\((.*)\))?\s*$")
+
+
+def _split_head(spec: str, head: str) -> tuple[str, dict[str, str]]:
+    """``"hybrid(alpha=0.7, rrf_k=30)"`` -> ``("hybrid", {"alpha": "0.7", "rrf_k": "30"})``."""
+    match = _HEAD.match(head)
+    if match is None:
+        raise _invalid(spec, f"cannot read {head.strip()!r}; parameters go in parentheses, e.g. hybrid(alpha=0.7)")
+    params: dict[str, str] = {}
+    for item in filter(None, (p.strip() for p in (match.group(2) or "").split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip() or not value.strip():
+            raise _invalid(spec, f"parameter {item!r} is not key=value")
+        params[key.strip().lower()] = value.strip()
+    return match.group(1).lower(), params
+
+
+def _hybrid(spec: str, model: str, params: dict[str, str], cfg: EvalConfig) -> HybridSystem:
+    unknown = sorted(set(params) - {"alpha", "fusion", "rrf_k"})
+    if unknown:
+        raise _invalid(spec, f"hybrid has no parameter {unknown}; use alpha (weighted fusion), fusion (rrf|weighted) "
+                             "or rrf_k")
+    try:
+        alpha = float(params.get("alpha", 0.5))
+        rrf_k = int(params.get("rrf_k", RRF_K))
+    except ValueError:
+        raise _invalid(spec, "alpha must be a number in [0, 1] and rrf_k an integer") from None
+    fusion = params.get("fusion", "weighted" if "alpha" in params else "rrf").lower()
+    return HybridSystem(model, batch_size=cfg.batch_size, block_size=cfg.block_size, rrf_k=rrf_k, fusion=fusion,
+                        alpha=alpha)
 
 
 def _invalid(spec: str, why: str) -> ConfigError:
@@ -166,8 +243,10 @@ def parse_system(spec: str | RetrievalSystem, config: EvalConfig | None = None) 
         raise _invalid(str(spec), "empty system spec")
     cfg = config or EvalConfig()
     first, *stages = [part.strip() for part in spec.strip().split(">")]
-    kind, sep, arg = first.partition(":")
-    kind = kind.strip().lower()
+    head, sep, arg = first.partition(":")
+    kind, params = _split_head(spec, head)
+    if params and kind != "hybrid":
+        raise _invalid(spec, f"{kind} takes no parameters in parentheses")
     if sep and not arg.strip():
         raise _invalid(spec, f"nothing after '{kind}:'; name a model or drop the colon")
     arg = arg.strip() or "minilm"
@@ -178,7 +257,7 @@ def parse_system(spec: str | RetrievalSystem, config: EvalConfig | None = None) 
     elif kind == "dense":
         system = DenseSystem(arg, batch_size=cfg.batch_size, block_size=cfg.block_size)
     elif kind == "hybrid":
-        system = HybridSystem(arg, batch_size=cfg.batch_size, block_size=cfg.block_size)
+        system = _hybrid(spec, arg, params, cfg)
     elif kind == "adapter" and sep:
         from ragtune.adapters.system import AdapterSystem  # issue 6: DIR written by `ragtune train adapter`
 
@@ -186,9 +265,10 @@ def parse_system(spec: str | RetrievalSystem, config: EvalConfig | None = None) 
     else:
         raise _invalid(spec, f"unknown retriever {kind!r}")
     for stage in stages:
-        name, _, stage_arg = stage.partition(":")
-        factory = STAGES.get(name.strip().lower())
+        stage_head, _, stage_arg = stage.partition(":")
+        name, stage_params = _split_head(spec, stage_head or stage)
+        factory = STAGES.get(name)
         if factory is None:
             raise _invalid(spec, f"unknown pipeline stage {name!r} (known: {', '.join(STAGES)})")
-        system = factory(stage_arg.strip(), system)
+        system = factory(stage_arg.strip(), system, stage_params)
     return system

@@ -12,9 +12,19 @@ _EXPORTS = {
     "NoSharedPositiveBatchSampler": "ragtune.train.embedding",
     "Pair": "ragtune.train.embedding",
     "TrainResult": "ragtune.train.embedding",
+    "LOSSES": "ragtune.train.embedding",
+    "build_loss": "ragtune.train.embedding",
     "build_pairs": "ragtune.train.embedding",
+    "load_pairs": "ragtune.train.embedding",
     "passage_text": "ragtune.train.embedding",
     "train_embedding": "ragtune.train.embedding",
+    "RerankerTrainConfig": "ragtune.train.reranker",
+    "RerankerTrainResult": "ragtune.train.reranker",
+    "train_reranker": "ragtune.train.reranker",
+    "GuardConfig": "ragtune.train.guard",
+    "GuardResult": "ragtune.train.guard",
+    "guard_model": "ragtune.train.guard",
+    "interpolate_weights": "ragtune.train.guard",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,11 +1,15 @@
-"""Fine-tune a sentence-transformers bi-encoder on (query, positive chunk) pairs with in-batch negatives.
+"""Fine-tune a sentence-transformers bi-encoder on (query, positive chunk) pairs.
 
-``train_embedding(train_set, EmbeddingTrainConfig, output_dir)`` trains with
-:class:`~sentence_transformers.sentence_transformer.losses.MultipleNegativesRankingLoss` and writes::
+``train_embedding(train_set, EmbeddingTrainConfig, output_dir, val=...)`` trains with the loss named by
+``config.loss`` (:data:`LOSSES`: ``mnrl``, ``cached-mnrl``, ``margin-mse``, ``kl``; optionally inside MatryoshkaLoss),
+with in-batch negatives plus ``config.negatives`` hard negatives per query mined by :mod:`ragtune.mining`, and
+writes::
 
-    output_dir/model/            a plain sentence-transformers directory (written atomically)
-    output_dir/train-log.json    loss per logging step, evaluations, steps, pairs, seconds
-    output_dir/checkpoints/      trainer checkpoints while training; removed after success
+    output_dir/model/                 a plain sentence-transformers directory (the best on ``val``, if given)
+    output_dir/train-log.json         losses, every evaluation, best step, early stop, mining statistics, config
+    output_dir/mined-negatives.json   the mined negatives (reused by a rerun with the same data and settings)
+    output_dir/teacher-scores.sqlite  cached teacher scores (distillation losses / teacher guard)
+    output_dir/checkpoints/           trainer checkpoints and the best model so far; removed after success
 
 Calling it again into the same ``output_dir`` after an interruption resumes from the last complete checkpoint,
 provided the data and configuration are unchanged (a fingerprint guards this).
@@ -17,11 +21,12 @@ import contextlib
 import json
 import logging
 import math
+import os
 import random
 import shutil
 import sys
 import time
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -34,11 +39,19 @@ from ragtune._io import atomic_dir, atomic_write_json, text_sha1
 from ragtune.config import EmbeddingTrainConfig
 from ragtune.data.beir import BeirDataset, Corpus, Qrels, Queries
 from ragtune.errors import DataFormatError
+from ragtune.train.checkpoints import FINGERPRINT_FILE, latest_checkpoint
+from ragtune.train.distributed import (  # DDP: rank-0-only side effects
+    SyncSamplerEpoch,
+    any_process,
+    barrier,
+    init_process_group,
+    is_main_process,
+    world_size,
+)
 from ragtune.workspace import config_key
 
 logger = logging.getLogger(__name__)
 
-_FINGERPRINT = "ragtune-fingerprint.json"
 
 
 def passage_text(doc: dict) -> str:
@@ -57,6 +70,7 @@ class Pair:
     positive_id: str
     doc_id: str
     query_id: str = ""
+    negatives: tuple[str, ...] = ()  # negatives given with a supervised pair (load_pairs)
 
 
 def _masked_text(text: str, query: str, meta: dict) -> str:
@@ -110,15 +124,31 @@ class NoSharedPositiveBatchSampler(DefaultBatchSampler):
     at the end are emitted too, unless ``drop_last`` (or they hold a single example). Deterministic per epoch, so resuming mid-epoch replays
     the same batches. Pass ``functools.partial(NoSharedPositiveBatchSampler, keys=keys)`` as
     ``SentenceTransformerTrainingArguments(batch_sampler=...)``.
+
+    With mined hard negatives, ``negative_keys[i]`` holds the keys of row ``i``'s negatives: a batch then also
+    never mixes a row whose positive is another row's hard negative (every negative column is an in-batch
+    candidate for every query, so that passage would be scored as a negative of its own query).
+
+    DDP (``num_replicas`` processes, see :mod:`ragtune.train.distributed`): accelerate wraps this sampler in its
+    ``BatchSamplerShard``, which gives rank ``r`` the batches ``r, r + n, r + 2n, ...``. So the rows are packed
+    into global batches of ``batch_size * num_replicas`` distinct keys and each is emitted as ``num_replicas``
+    interleaved slices of ``batch_size``: one optimiser step then covers one global batch, each rank's batch has
+    no shared positive, and neither has the global batch (so losses may gather negatives across ranks). Partial
+    global batches are dropped, as sentence-transformers does under DDP (it forces ``drop_last``).
     """
 
     def __init__(self, dataset: Any, batch_size: int, drop_last: bool, valid_label_columns: list[str] | None = None,
-                 generator: Any = None, seed: int = 0, *, keys: Sequence[Hashable]) -> None:
+                 generator: Any = None, seed: int = 0, *, keys: Sequence[Hashable], num_replicas: int = 1,
+                 negative_keys: Sequence[Collection[Hashable]] | None = None) -> None:
         super().__init__(dataset, batch_size=batch_size, drop_last=drop_last,
                          valid_label_columns=valid_label_columns, generator=generator, seed=seed)
         if len(keys) != len(dataset):
             raise ValueError(f"keys has {len(keys)} entries but the dataset has {len(dataset)} rows")
         self.keys = list(keys)
+        if negative_keys is not None and len(negative_keys) != len(keys):
+            raise ValueError(f"negative_keys has {len(negative_keys)} entries but keys has {len(keys)}")
+        self.negative_keys = [frozenset(n) for n in negative_keys] if negative_keys is not None else None
+        self.num_replicas = max(1, num_replicas)  # DDP processes
         self._cached: tuple[int, list[list[int]]] | None = None
 
     def batches(self, epoch: int) -> list[list[int]]:
@@ -126,25 +156,31 @@ class NoSharedPositiveBatchSampler(DefaultBatchSampler):
             return self._cached[1]
         order = list(range(len(self.keys)))
         random.Random(f"{self.seed}:{epoch}").shuffle(order)
+        size = self.batch_size * self.num_replicas  # DDP: one global batch per step (see the class doc)
         full: list[list[int]] = []
-        open_: list[tuple[list[int], set[Hashable]]] = []
+        open_: list[tuple[list[int], set[Hashable], set[Hashable]]] = []  # rows, their keys, their negatives
+        none: frozenset[Hashable] = frozenset()
         for idx in order:
             key = self.keys[idx]
-            for pos, (batch, held) in enumerate(open_):
-                if key not in held:
+            negs = self.negative_keys[idx] if self.negative_keys is not None else none
+            for pos, (batch, held, held_negs) in enumerate(open_):
+                if key not in held and key not in held_negs and held.isdisjoint(negs):
                     batch.append(idx)
                     held.add(key)
-                    if len(batch) == self.batch_size:
+                    held_negs.update(negs)
+                    if len(batch) == size:
                         full.append(batch)
                         del open_[pos]
                     break
             else:
-                if self.batch_size == 1:
+                if size == 1:
                     full.append([idx])
                 else:
-                    open_.append(([idx], {key}))
-        if not self.drop_last:  # a lone example has no in-batch negative: its loss is 0, the step wasted
-            full.extend(batch for batch, _ in open_ if len(batch) > 1)
+                    open_.append(([idx], {key}, set(negs)))
+        if self.num_replicas > 1:  # DDP: slice r of every global batch goes to rank r
+            full = [batch[r::self.num_replicas] for batch in full for r in range(self.num_replicas)]
+        elif not self.drop_last:  # a lone example has no in-batch negative: its loss is 0, the step wasted
+            full.extend(batch for batch, _, _ in open_ if len(batch) > 1)
         self._cached = (epoch, full)
         return full
 
@@ -167,6 +203,12 @@ class TrainResult:
     final_loss: float | None = None
     losses: list[dict] = field(default_factory=list)
     evals: list[dict] = field(default_factory=list)
+    loss: str = "MultipleNegativesRankingLoss"
+    negatives: int = 0
+    mining: dict | None = None  # mining statistics (ragtune.mining.MinedNegatives.stats)
+    best_step: int | None = None  # step of the written model when validating (best val nDCG@10)
+    best_metric: float | None = None
+    stopped_early: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -199,7 +241,8 @@ class _Progress(TrainerCallback):
             control.should_evaluate = control.should_evaluate or self.eval_at_end
             return
         due_steps = self.save_steps is not None and state.global_step % self.save_steps == 0
-        due_time = self.save_every_s is not None and time.monotonic() - self.last_save >= self.save_every_s
+        due_time = self.save_every_s is not None and any_process(  # DDP: every rank must save at the same step
+            time.monotonic() - self.last_save >= self.save_every_s)
         if due_steps or due_time:
             control.should_save = True
 
@@ -223,27 +266,8 @@ def _as_training_data(train: Any) -> tuple[Corpus, Queries, Qrels, dict[str, dic
     if isinstance(train, tuple | list) and len(train) in (3, 4):
         corpus, queries, qrels, *rest = train
         return corpus, queries, qrels, (rest[0] if rest else None) or {}
-    raise TypeError("train must be a BeirDataset or a tuple (corpus, queries, qrels[, metadata]), got "
-                    f"{type(train).__name__}")
-
-
-def _latest_checkpoint(ckpt_dir: Path, fingerprint: str) -> str | None:
-    """The newest complete checkpoint made with ``fingerprint``; stale or half-written ones are deleted."""
-    if not ckpt_dir.is_dir():
-        return None
-    fp_file = ckpt_dir / _FINGERPRINT
-    recorded = json.loads(fp_file.read_text(encoding="utf-8")).get("key") if fp_file.is_file() else None
-    if recorded != fingerprint:
-        logger.warning("discarding checkpoints in %s: they were made with other data or settings", ckpt_dir)
-        shutil.rmtree(ckpt_dir)
-        return None
-    complete = []
-    for d in ckpt_dir.glob("checkpoint-*"):
-        if (d / "trainer_state.json").is_file() and d.name.split("-")[-1].isdigit():
-            complete.append((int(d.name.split("-")[-1]), d))
-        else:
-            shutil.rmtree(d, ignore_errors=True)  # killed while saving
-    return str(max(complete)[1]) if complete else None
+    raise TypeError("train must be a BeirDataset or a tuple (corpus, queries, qrels[, metadata]), a list of Pair, "
+                    f"or the path of a pairs .jsonl file; got {type(train).__name__}")
 
 
 @contextlib.contextmanager
@@ -271,54 +295,378 @@ def _ir_evaluator(val: BeirDataset, batch_size: int):
         mrr_at_k=[10], ndcg_at_k=[10], accuracy_at_k=[1, 10], precision_recall_at_k=[10], map_at_k=[100])
 
 
+# --- supervised pairs ------------------------------------------------------------------------------------------
+
+
+def load_pairs(path: str | Path) -> list[Pair]:
+    """Read user-provided training pairs: one JSON object per line, ``{"query": str, "positive": str}`` with an
+    optional ``"negatives": [str, ...]``. Ids are derived from the texts (the same passage gets the same id).
+
+    A bad line is a :class:`~ragtune.errors.DataFormatError` naming ``file:line`` and what to fix. For BEIR qrels
+    (e.g. ``qrels_train.tsv``) use ``load_beir(DIR, qrels=...)`` (CLI: ``--data DIR --qrels FILE``) instead.
+    """
+    from ragtune._io import open_text
+    from ragtune.mining import text_key
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataFormatError(f"--pairs {p}: file not found")
+    if p.suffix in (".tsv", ".txt"):
+        raise DataFormatError(f"--pairs {p}: expected a .jsonl file of {{\"query\", \"positive\"}} objects; for "
+                              "qrels use --data DIR --qrels FILE (e.g. --qrels qrels_train.tsv)")
+    pairs: list[Pair] = []
+    seen: set[tuple[str, str]] = set()
+    with open_text(p) as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"{p}:{lineno}"
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataFormatError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(rec, dict):
+                raise DataFormatError(f"{where}: expected a JSON object with \"query\" and \"positive\", got "
+                                      f"{type(rec).__name__}")
+            unknown = sorted(set(rec) - {"query", "positive", "negatives"})
+            if unknown:
+                raise DataFormatError(f"{where}: unknown field(s) {unknown}; a line has \"query\", \"positive\" "
+                                      "and optionally \"negatives\"")
+            for name in ("query", "positive"):
+                if not isinstance(rec.get(name), str) or not rec[name].strip():
+                    raise DataFormatError(f"{where}: \"{name}\" must be a non-empty string, got "
+                                          f"{rec.get(name)!r}")
+            negs = rec.get("negatives", [])
+            if not isinstance(negs, list) or not all(isinstance(n, str) and n.strip() for n in negs):
+                raise DataFormatError(f"{where}: \"negatives\" must be a list of non-empty strings")
+            query, positive = rec["query"].strip(), rec["positive"].strip()
+            if (query, positive) in seen:
+                continue
+            seen.add((query, positive))
+            pid = f"p{text_key(positive)[:16]}"
+            pairs.append(Pair(query, positive, pid, pid, f"q{text_key(query)[:16]}",
+                              tuple(n.strip() for n in negs if n.strip() != positive)))
+    if not pairs:
+        raise DataFormatError(f"--pairs {p}: no pairs (the file is empty)")
+    return pairs
+
+
+def _training_pairs(train: Any, seed: int) -> tuple[list[Pair], dict[str, str], dict[str, set[str]]]:
+    """``(pairs, {passage id: text} to mine from, {query id: known positive ids})`` for any accepted ``train``."""
+    if isinstance(train, Path) or (isinstance(train, str) and train.endswith((".jsonl", ".jsonl.gz"))):
+        train = load_pairs(train)
+    if isinstance(train, list | tuple) and train and all(isinstance(p, Pair) for p in train):
+        from ragtune.mining import text_key
+
+        pairs = list(train)
+        texts: dict[str, str] = {}
+        known: dict[str, set[str]] = {}
+        for p in pairs:
+            texts[p.positive_id] = p.positive
+            known.setdefault(p.query_id, set()).add(p.positive_id)
+            for n in p.negatives:  # user negatives are candidates for every query, like positives
+                texts.setdefault(f"p{text_key(n)[:16]}", n)
+        return pairs, texts, known
+    corpus, queries, qrels, meta = _as_training_data(train)
+    pairs = build_pairs(corpus, queries, qrels, meta, seed=seed)
+    known = {q: {d for d, s in docs.items() if s > 0} for q, docs in qrels.items()}
+    return pairs, {d: passage_text(doc) for d, doc in corpus.items()}, known
+
+
+# --- losses ----------------------------------------------------------------------------------------------------
+
+
+def _mnrl(model: Any, config: EmbeddingTrainConfig) -> Any:
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    return MultipleNegativesRankingLoss(model, scale=config.scale)
+
+
+def _cached_mnrl(model: Any, config: EmbeddingTrainConfig) -> Any:
+    from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss
+
+    return CachedMultipleNegativesRankingLoss(model, scale=config.scale, mini_batch_size=config.mini_batch_size)
+
+
+def _margin_mse(model: Any, config: EmbeddingTrainConfig) -> Any:
+    from sentence_transformers.sentence_transformer.losses import MarginMSELoss
+    from sentence_transformers.util import pairwise_cos_sim
+
+    return MarginMSELoss(model, similarity_fct=pairwise_cos_sim)
+
+
+def _kl(model: Any, config: EmbeddingTrainConfig) -> Any:
+    from sentence_transformers.sentence_transformer.losses import DistillKLDivLoss
+    from sentence_transformers.util import pairwise_cos_sim
+
+    # student logits = scale * cosine, as in MNRL; teacher logits = score / teacher_temperature
+    return DistillKLDivLoss(model, similarity_fct=pairwise_cos_sim, student_temperature=1.0 / config.scale,
+                            teacher_temperature=config.teacher_temperature)
+
+
+LOSSES: dict[str, Callable[[Any, EmbeddingTrainConfig], Any]] = {
+    "mnrl": _mnrl, "cached-mnrl": _cached_mnrl, "margin-mse": _margin_mse, "kl": _kl}
+"""Loss factories by the name used in ``EmbeddingTrainConfig.loss``: ``factory(model, config) -> loss module``."""
+
+_DISTIL = ("margin-mse", "kl")
+
+
+def build_loss(model: Any, config: EmbeddingTrainConfig) -> Any:
+    """The loss ``config.loss`` names, wrapped in MatryoshkaLoss when ``config.matryoshka_dims`` is set."""
+    from ragtune.errors import ConfigError
+
+    loss = LOSSES[config.loss](model, config)
+    if config.matryoshka_dims:
+        from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
+
+        dim = model.get_embedding_dimension()
+        if dim is not None and max(config.matryoshka_dims) > dim:
+            raise ConfigError(f"matryoshka_dims={config.matryoshka_dims}: the model's embeddings have {dim} "
+                              f"dimensions; use sizes up to {dim}, e.g. [{dim}, {dim // 2}, {dim // 4}]")
+        loss = MatryoshkaLoss(model, loss, matryoshka_dims=config.matryoshka_dims)
+    return loss
+
+
+def _loss_name(loss: Any) -> str:
+    if hasattr(loss, "matryoshka_dims"):  # a wrapper: name the loss inside too
+        return f"{type(loss).__name__}({type(loss.loss).__name__})"
+    return type(loss).__name__
+
+
+# --- negatives and teacher labels ------------------------------------------------------------------------------
+
+
+def _mining_settings(config: EmbeddingTrainConfig) -> dict[str, Any]:
+    keys = ("negatives", "mine_with", "mine_range_min", "mine_range_max", "mine_sampling", "absolute_margin",
+            "relative_margin", "teacher", "teacher_max_length", "teacher_margin", "teacher_candidates", "seed")
+    return {k: v for k, v in config.model_dump(mode="json").items() if k in keys}
+
+
+def _texts_sha1(texts: dict[str, str]) -> str:
+    import hashlib
+
+    h = hashlib.sha1()
+    for k, v in texts.items():
+        h.update(k.encode("utf-8", "surrogatepass") + b"\0" + v.encode("utf-8", "surrogatepass") + b"\1")
+    return h.hexdigest()
+
+
+def _mine(pairs: list[Pair], texts: dict[str, str], known: dict[str, set[str]], config: EmbeddingTrainConfig,
+          model: Any, out: Path, scorer: Any, batch_size: int) -> Any:
+    """Hard negatives per query id (a :class:`~ragtune.mining.MinedNegatives`), cached in
+    ``out/mined-negatives.json`` so a resumed run trains on exactly the same ones. Under DDP rank 0 mines."""
+    from ragtune.mining import MinedNegatives, mine_negatives
+
+    path = out / "mined-negatives.json"
+    key = config_key({"mining": _mining_settings(config), "base": _resolved_base(config),
+                      "pairs": text_sha1(json.dumps([asdict(p) for p in pairs])), "corpus": _texts_sha1(texts)})
+
+    def cached() -> MinedNegatives | None:
+        if path.is_file():
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("key") == key:
+                return MinedNegatives.from_dict(data["result"])
+        return None
+
+    if is_main_process():
+        mined = cached()
+        if mined is not None:
+            logger.info("using the hard negatives mined earlier (%s)", path)
+        else:
+            logger.info("mining %d hard negatives per query with %s", config.negatives, config.mine_with)
+            mined = mine_negatives(
+                pairs, texts, num_negatives=config.negatives, method=config.mine_with, model=model,
+                known_positives=known, range_min=config.mine_range_min, range_max=config.mine_range_max,
+                absolute_margin=config.absolute_margin, relative_margin=config.relative_margin, teacher=scorer,
+                teacher_margin=config.teacher_margin, teacher_candidates=config.teacher_candidates,
+                sampling=config.mine_sampling, seed=config.seed, batch_size=max(batch_size, 128))
+            atomic_write_json(path, {"key": key, "result": mined.to_dict()})
+    barrier()
+    if not is_main_process():
+        mined = cached()
+    return mined
+
+
+def _resolved_base(config: EmbeddingTrainConfig) -> str:
+    from ragtune.models import resolve_model
+
+    return resolve_model(config.base)
+
+
+def _teacher_scorer(config: EmbeddingTrainConfig, out: Path, cuda: bool) -> Any:
+    from ragtune.mining import TeacherScorer, resolve_teacher, teacher_name
+
+    if config.teacher is None:
+        return None
+    teacher = resolve_teacher(config.teacher, max_length=config.teacher_max_length,
+                              device="cuda" if cuda else "cpu")
+    name = config.teacher if isinstance(config.teacher, str) else teacher_name(teacher)
+    return TeacherScorer(teacher, name=name, cache_path=out / "teacher-scores.sqlite",
+                         batch_size=config.teacher_batch_size, max_length=config.teacher_max_length)
+
+
+def _teacher_labels(scorer: Any, pairs: list[Pair], negatives: list[list[str]]) -> list[list[float]]:
+    """Teacher scores ``[t(q, positive), t(q, neg_1), ...]`` per row; under DDP rank 0 scores (and fills the
+    cache) first, then the others read the cache."""
+    flat = [(p.query, text) for p, negs in zip(pairs, negatives, strict=True) for text in [p.positive, *negs]]
+    if is_main_process():
+        scores = scorer.score(flat, desc="teacher scoring training pairs")
+    barrier()
+    if not is_main_process():
+        scores = scorer.score(flat, desc="teacher scoring training pairs")
+    width = 1 + len(negatives[0])
+    return [scores[i:i + width] for i in range(0, len(scores), width)]
+
+
+# --- best checkpoint and early stopping ------------------------------------------------------------------------
+
+
+def _ndcg_key(metrics: dict[str, Any]) -> str | None:
+    keys = sorted(k for k in metrics if k.startswith("eval_val_") and k.endswith("ndcg@10"))
+    return next((k for k in keys if "cosine" in k), keys[0] if keys else None)
+
+
+class _BestKeeper(TrainerCallback):
+    """Keeps the model with the best validation nDCG@10 in ``best_dir`` and stops training after ``patience``
+    evaluations without improvement. After a resume its state is rebuilt from the restored log history."""
+
+    def __init__(self, best_dir: Path, patience: int | None) -> None:
+        self.best_dir, self.patience = best_dir, patience
+        self.best_metric: float | None = None
+        self.best_step: int | None = None
+        self.since_best = 0
+        self.stopped_early = False
+
+    def _update(self, step: int, value: float) -> bool:
+        if self.best_metric is None or value > self.best_metric:
+            self.best_metric, self.best_step, self.since_best = value, step, 0
+            return True
+        self.since_best += 1
+        return False
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        for h in state.log_history:  # a resumed run: replay the evaluations made before the checkpoint
+            key = _ndcg_key(h)
+            if key is not None:
+                self._update(int(h["step"]), float(h[key]))
+        info = self.best_dir / "best.json"
+        if info.is_file():  # saved after the checkpoint, by the interrupted run
+            saved = json.loads(info.read_text(encoding="utf-8"))
+            if self.best_metric is None or saved["metric"] > self.best_metric:
+                self.best_metric, self.best_step = saved["metric"], saved["step"]
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        key = _ndcg_key(metrics or {})
+        if key is None:
+            return
+        value = float(metrics[key])
+        if self._update(state.global_step, value):
+            if is_main_process() and model is not None:
+                with atomic_dir(self.best_dir) as tmp:
+                    model.save(str(tmp))
+                    atomic_write_json(tmp / "best.json", {"step": state.global_step, "metric": value, "key": key})
+            logger.info("validation nDCG@10 %.4f at step %d (best so far)", value, state.global_step)
+        else:
+            logger.info("validation nDCG@10 %.4f at step %d (best %.4f at step %s; %d without improvement)", value,
+                        state.global_step, self.best_metric, self.best_step, self.since_best)
+            if self.patience is not None and self.since_best >= self.patience and state.global_step < state.max_steps:
+                logger.info("early stopping: no better validation nDCG@10 in %d evaluations", self.since_best)
+                self.stopped_early = True
+                control.should_training_stop = True
+
+
 def train_embedding(train: Any, config: EmbeddingTrainConfig | None = None, output_dir: str | Path = "embedding",
                     val: BeirDataset | None = None, *, save_steps: int | None = None,
                     save_every_s: float | None = 300.0, device: str | None = None) -> TrainResult:
-    """Fine-tune ``config.base`` on ``train`` (a BeirDataset or ``(corpus, queries, qrels[, metadata])``).
+    """Fine-tune ``config.base`` on ``train`` and write ``output_dir/model``.
+
+    ``train`` is a BeirDataset, ``(corpus, queries, qrels[, metadata])``, a list of :class:`Pair` (e.g. from
+    :func:`load_pairs`) or the path of a pairs ``.jsonl`` file. ``config.loss`` picks the loss from
+    :data:`LOSSES`; with ``config.negatives > 0`` hard negatives are mined first (:mod:`ragtune.mining`, cached in
+    ``output_dir/mined-negatives.json``), and the distillation losses get teacher scores (cached in
+    ``output_dir/teacher-scores.sqlite``).
 
     Checkpoints go to ``output_dir/checkpoints`` every ``save_steps`` steps and/or every ``save_every_s``
     seconds; a rerun with the same data and config resumes from the newest one. With ``val``, nDCG@10 etc. are
-    measured on it (sentence-transformers' InformationRetrievalEvaluator) once per epoch, or 4 times in all
-    when training is shorter than an epoch.
+    measured ``config.evals_per_epoch`` times per epoch (and at the end); the best model is the one written, and
+    training stops after ``config.patience`` evaluations without improvement.
     """
     import torch
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from ragtune.models import load_sentence_transformer, resolve_model
+    from ragtune.models import load_sentence_transformer
 
     config = config or EmbeddingTrainConfig()
     out = Path(output_dir)
     t0 = time.perf_counter()
-    pairs = build_pairs(*_as_training_data(train), seed=config.seed)
+    pairs, texts, known = _training_pairs(train, config.seed)
     keys = [p.positive_id for p in pairs]
-    if len(set(keys)) < 2:
+    n_ranks = world_size()  # DDP: batch_size is per process; one step takes a batch on each
+    if len(set(keys)) < 2 * n_ranks:
         raise DataFormatError(f"the training set has {len(pairs)} usable (query, positive) pairs over "
-                              f"{len(set(keys))} distinct chunks; in-batch-negative training needs at least 2. "
+                              f"{len(set(keys))} distinct chunks; in-batch-negative training needs at least "
+                              f"{2 * n_ranks}{f' (2 for each of {n_ranks} processes)' if n_ranks > 1 else ''}. "
                               "Check that the qrels point at chunks of the corpus, or generate more queries "
                               "(ragtune generate --per-chunk N).")
-    batch_size = min(config.batch_size, len(set(keys)))
+    if config.negatives == 0 and any(p.negatives for p in pairs):
+        logger.warning("the pairs come with negatives, but negatives=0: they are not used (set negatives / "
+                       "--negatives N to train with N negatives per query)")
+    batch_size = min(config.batch_size, len(set(keys)) // n_ranks)
     if batch_size < config.batch_size:
         logger.warning("batch_size %d is larger than the %d distinct positive chunks; using %d",
                        config.batch_size, len(set(keys)), batch_size)
-    sampler_factory = partial(NoSharedPositiveBatchSampler, keys=keys)
-    steps_per_epoch = len(sampler_factory(keys, batch_size=batch_size, drop_last=False, seed=config.seed))
-    total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
-    fingerprint = config_key({"config": config.model_dump(mode="json"), "base": resolve_model(config.base),
-                              "pairs": text_sha1(json.dumps([asdict(p) for p in pairs]))})
-    ckpt_dir = out / "checkpoints"
-    resume = _latest_checkpoint(ckpt_dir, fingerprint)
-    atomic_write_json(ckpt_dir / _FINGERPRINT, {"key": fingerprint})
-
     cuda = torch.cuda.is_available() and device != "cpu"
+    init_process_group(cpu=not cuda)  # DDP: rank 0 tidies and stamps the checkpoints, then the others look
     with _hf_bars_off():
         model = load_sentence_transformer(config.base, device=device or ("cuda" if cuda else "cpu"))
     model.max_seq_length = config.max_seq_length
-    dataset = Dataset.from_dict({"anchor": [p.query for p in pairs], "positive": [p.positive for p in pairs]})
-    eval_steps = min(steps_per_epoch, total) if total >= steps_per_epoch else max(1, total // 4)
-    show = logging.getLogger("ragtune").getEffectiveLevel() <= logging.INFO
+    scorer = _teacher_scorer(config, out, cuda)
+    mined = None
+    negatives: list[list[str]] = [[] for _ in pairs]
+    neg_keys: list[list[str]] | None = None
+    columns: dict[str, list] = {"anchor": [p.query for p in pairs], "positive": [p.positive for p in pairs]}
+    if config.negatives > 0:
+        mined = _mine(pairs, texts, known, config, model, out, scorer, batch_size)
+        rows = [mined.negatives.get(p.query_id, []) for p in pairs]
+        if any(len(r) < config.negatives for r in rows):  # only a tiny corpus has too few passages to pad with
+            raise DataFormatError(f"could not find {config.negatives} negatives for every query: the corpus has "
+                                  f"only {len(texts)} passages; lower negatives (--negatives)")
+        negatives = [[n.text for n in r[:config.negatives]] for r in rows]
+        neg_keys = [[n.doc_id for n in r[:config.negatives]] for r in rows]
+        for i in range(config.negatives):
+            columns[f"negative_{i + 1}"] = [negs[i] for negs in negatives]
+    if config.loss in _DISTIL:
+        labels = _teacher_labels(scorer, pairs, negatives)
+        if config.loss == "margin-mse":  # teacher margins brought to the student's cosine range (MNRL's scale)
+            labels = [[s / (config.teacher_temperature * config.scale) for s in row] for row in labels]
+        columns["label"] = labels
+    if scorer is not None:
+        scorer.close()
+    sampler_factory = partial(NoSharedPositiveBatchSampler, keys=keys, num_replicas=n_ranks, negative_keys=neg_keys)
+    # DDP: sentence-transformers forces drop_last, and each rank takes every n_ranks-th batch
+    steps_per_epoch = len(sampler_factory(keys, batch_size=batch_size, drop_last=n_ranks > 1,
+                                          seed=config.seed)) // n_ranks
+    total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+    fingerprint = config_key({"config": config.model_dump(mode="json"), "base": _resolved_base(config),
+                              "pairs": text_sha1(json.dumps([asdict(p) for p in pairs])),
+                              "negatives": text_sha1(json.dumps(neg_keys)),
+                              "labels": text_sha1(json.dumps(columns.get("label")))})
+    ckpt_dir = out / "checkpoints"
+    best_dir = ckpt_dir / "best-model"
+    if is_main_process():
+        resume = latest_checkpoint(ckpt_dir, fingerprint)
+        if resume is None:
+            shutil.rmtree(best_dir, ignore_errors=True)  # from a run killed before its first checkpoint
+        atomic_write_json(ckpt_dir / FINGERPRINT_FILE, {"key": fingerprint})
+    barrier()
+    if not is_main_process():
+        resume = latest_checkpoint(ckpt_dir, fingerprint)
+    dataset = Dataset.from_dict(columns)
+    span = min(steps_per_epoch, total)
+    eval_steps = max(1, span // config.evals_per_epoch)
+    show = logging.getLogger("ragtune").getEffectiveLevel() <= logging.INFO and is_main_process()
     args = SentenceTransformerTrainingArguments(
         output_dir=str(ckpt_dir), num_train_epochs=config.epochs, max_steps=config.max_steps or -1,
         per_device_train_batch_size=batch_size, learning_rate=config.learning_rate,
@@ -327,21 +675,32 @@ def train_embedding(train: Any, config: EmbeddingTrainConfig | None = None, outp
         save_total_limit=1, eval_strategy="steps" if val is not None else "no", eval_steps=eval_steps,
         per_device_eval_batch_size=batch_size, report_to="none", disable_tqdm=True, use_cpu=not cuda,
         bf16=cuda and torch.cuda.is_bf16_supported(), fp16=cuda and not torch.cuda.is_bf16_supported(),
-        dataloader_drop_last=False)
+        dataloader_drop_last=n_ranks > 1)  # DDP: sentence-transformers would force it with a warning
+    keeper = _BestKeeper(best_dir, config.patience) if val is not None else None
+    loss = build_loss(model, config)
     trainer = SentenceTransformerTrainer(
-        model=model, args=args, train_dataset=dataset, loss=MultipleNegativesRankingLoss(model, scale=config.scale),
-        evaluator=_ir_evaluator(val, batch_size) if val is not None else None,
-        callbacks=[_Progress(save_steps, save_every_s, show, eval_at_end=val is not None)])
+        model=model, args=args, train_dataset=dataset, loss=loss,
+        evaluator=_ir_evaluator(val, max(batch_size, 128)) if val is not None else None,  # encoding only
+        callbacks=[_Progress(save_steps, save_every_s, show, eval_at_end=val is not None), SyncSamplerEpoch(),
+                   *([keeper] if keeper is not None else [])])
     for cb in (PrinterCallback, ProgressCallback):  # both print the raw log dicts to stdout
         trainer.remove_callback(cb)
     resumed_step = int(Path(resume).name.split("-")[-1]) if resume else None
     if resume:
         logger.info("resuming fine-tuning from %s (step %d of %d)", resume, resumed_step, total)
-    logger.info("fine-tuning %s on %d pairs: batch %d, %d steps", config.base, len(pairs), batch_size, total)
+    logger.info("fine-tuning %s on %d pairs with %s: batch %d, %d negatives per query, %d steps", config.base,
+                len(pairs), _loss_name(loss), batch_size, config.negatives, total)
     with _hf_bars_off():
         trainer.train(resume_from_checkpoint=resume)
-        with atomic_dir(out / "model") as tmp:
-            model.save(str(tmp))
+        if is_main_process():  # DDP: the weights are the same on every rank; rank 0 writes them
+            if keeper is not None and (best_dir / "best.json").is_file():
+                (best_dir / "best.json").unlink()  # the best evaluation is recorded in train-log.json
+                if (out / "model").exists():
+                    shutil.rmtree(out / "model")
+                os.replace(best_dir, out / "model")
+            else:
+                with atomic_dir(out / "model") as tmp:
+                    model.save(str(tmp))
     history = trainer.state.log_history
     losses = [{"step": h["step"], "loss": h["loss"], "learning_rate": h.get("learning_rate")}
               for h in history if "loss" in h]
@@ -349,9 +708,18 @@ def train_embedding(train: Any, config: EmbeddingTrainConfig | None = None, outp
              for h in history if any(k.startswith("eval_val_") for k in h)]
     result = TrainResult(out / "model", out / "train-log.json", trainer.state.global_step, len(pairs), batch_size,
                          round(time.perf_counter() - t0, 2), resumed_step,
-                         losses[-1]["loss"] if losses else None, losses, evals)
-    atomic_write_json(result.log_path, {**result.to_dict(), "base": config.base, "steps_per_epoch": steps_per_epoch,
-                                        "config": config.model_dump(mode="json")})
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
-    logger.info("fine-tuned model written to %s (%d steps, %.0f s)", result.model_dir, result.steps, result.seconds)
+                         losses[-1]["loss"] if losses else None, losses, evals, loss=_loss_name(loss),
+                         negatives=config.negatives, mining=mined.stats if mined is not None else None,
+                         best_step=keeper.best_step if keeper else None,
+                         best_metric=keeper.best_metric if keeper else None,
+                         stopped_early=bool(keeper and keeper.stopped_early))
+    if is_main_process():  # DDP: rank 0 writes the log and removes the checkpoints; the others wait for it
+        atomic_write_json(result.log_path, {**result.to_dict(), "base": config.base, "processes": n_ranks,
+                                            "steps_per_epoch": steps_per_epoch, "eval_steps": eval_steps,
+                                            "config": config.model_dump(mode="json")})
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    barrier()
+    logger.info("fine-tuned model written to %s (%d steps, %.0f s%s)", result.model_dir, result.steps,
+                result.seconds, f"; best validation nDCG@10 {result.best_metric:.4f} at step {result.best_step}"
+                if result.best_metric is not None else "")
     return result

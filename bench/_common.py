@@ -1,0 +1,117 @@
+"""Shared helpers of the training benchmarks: document-level train/val splits of a BEIR set, evaluation, tables.
+
+Only the benchmarks import this file; nothing in the package depends on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ragtune.data.beir import BeirDataset, load_beir
+
+
+def load_train_source(data: Path, source: str) -> BeirDataset:
+    """``gen``: the shipped generated questions (gen-queries.jsonl + gen-qrels.tsv); ``train``: real training
+    claims (queries.jsonl + qrels_train.tsv)."""
+    if source == "gen":
+        return load_beir(data, queries="gen-queries.jsonl", qrels="gen-qrels.tsv")
+    if source == "train":
+        return load_beir(data, queries="queries.jsonl", qrels="qrels_train.tsv")
+    raise SystemExit(f"--source {source!r}: choose gen or train")
+
+
+def split_by_document(ds: BeirDataset, val_fraction: float = 0.1, seed: int = 42, max_pairs: int | None = None,
+                      full_val_corpus: bool = False) -> tuple[BeirDataset, BeirDataset]:
+    """Train / validation sets whose positives lie in disjoint documents (a query goes to validation when any of
+    its positives is a validation document). Training keeps the whole corpus (negatives come from it);
+    validation ranks the validation documents only, as ``ragtune run`` does (``full_val_corpus`` ranks all)."""
+    docs = sorted(ds.corpus)
+    random.Random(seed).shuffle(docs)
+    val_docs = set(docs[: max(1, int(len(docs) * val_fraction))])
+    train_q, val_q = {}, {}
+    for qid, judged in ds.qrels.items():
+        positives = {d for d, s in judged.items() if s > 0}
+        if not positives or qid not in ds.queries:
+            continue
+        (val_q if positives & val_docs else train_q)[qid] = {d: 1 for d in positives}
+    if max_pairs:
+        keep = sorted(train_q)[:max_pairs]
+        train_q = {q: train_q[q] for q in keep}
+        val_q = {q: val_q[q] for q in sorted(val_q)[: max(10, max_pairs // 10)]}
+    train = BeirDataset(ds.corpus, {q: ds.queries[q] for q in train_q}, train_q, name=f"{ds.name}-train")
+    val_corpus = ds.corpus if full_val_corpus else {d: ds.corpus[d] for d in sorted(val_docs)}
+    val = BeirDataset(val_corpus, {q: ds.queries[q] for q in val_q}, val_q, name=f"{ds.name}-val")
+    return train, val
+
+
+def evaluate_models(data: Path, models: dict[str, str], *, batch_size: int = 128, bootstrap: int = 1000,
+                    systems_extra: dict[str, str] | None = None) -> dict[str, Any]:
+    """nDCG@10 etc. with 95% bootstrap CIs of each ``name -> spec`` (dense:PATH, hybrid:PATH, ...) on ``data``'s
+    test qrels, through ragtune's evaluator."""
+    from ragtune.config import EvalConfig
+    from ragtune.evaluate.harness import evaluate_systems
+    from ragtune.retrieval.systems import parse_system
+
+    ds = load_beir(data)
+    cfg = EvalConfig(bootstrap=bootstrap, batch_size=batch_size)
+    systems = []
+    for name, spec in {**models, **(systems_extra or {})}.items():
+        system = parse_system(spec, cfg)
+        system.name = name
+        systems.append(system)
+    report = evaluate_systems(ds, systems, cfg, baseline=next(iter(models)))
+    return report.to_dict(per_query=False)
+
+
+def peak_memory() -> dict[str, float]:
+    """Peak resident memory of this process (MB) and peak CUDA memory allocated (MB) when a GPU was used."""
+    out = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            out["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    except ImportError:
+        pass
+    return out
+
+
+def run_worker(script: str, args: list[str], result_file: Path, log_file: Path) -> dict[str, Any]:
+    """Run ``script --worker ...`` in a fresh process (clean peak memory, a failure stays one row) and read the
+    JSON it writes."""
+    t0 = time.perf_counter()
+    with open(log_file, "w") as log:
+        proc = subprocess.run([sys.executable, script, *args], stdout=log, stderr=subprocess.STDOUT,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0 or not result_file.is_file():
+        tail = log_file.read_text(errors="replace").splitlines()[-15:]
+        return {"error": f"exit {proc.returncode}", "log_tail": tail, "wall_s": round(wall, 1)}
+    result = json.loads(result_file.read_text())
+    result["wall_s"] = round(wall, 1)
+    return result
+
+
+def fmt_ci(system: dict[str, Any], metric: str = "ndcg@10") -> str:
+    mean = system["means"][metric]
+    ci = system.get("ci95", {}).get(metric)
+    return f"{mean:.4f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{mean:.4f}"
+
+
+def device_name() -> str:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return f"CPU ({os.cpu_count()} cores)"

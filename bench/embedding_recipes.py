@@ -1,0 +1,192 @@
+"""Embedding fine-tuning recipes side by side: ragtune's recipe vs LlamaIndex's, same data, same base, one run.
+
+For each training source of a BEIR set (``gen``: the shipped generated questions; ``train``: real training claims)
+every recipe starts from the same base model (default: the packaged all-MiniLM-L6-v2), trains, and is scored by
+ragtune's evaluator on the set's test qrels and on a set from another domain (``--cross``), with 95% bootstrap CIs.
+
+- ``llamaindex``: LlamaIndex's ``SentenceTransformersFinetuneEngine`` recipe, executed through the same
+  sentence-transformers call it makes (``model.fit`` with MultipleNegativesRankingLoss over a DataLoader of
+  InputExamples, batch 10, 2 epochs, 10% warmup, no evaluator), on all the pairs, as its users run it.
+- ``ragtune``: ``ragtune.train_embedding`` with ragtune's default recipe (hard negatives, validation on a
+  document-level split, best checkpoint) followed by the forgetting guard.
+- more ragtune variants with ``--variant NAME='{"loss": "kl", ...}'`` (EmbeddingTrainConfig fields).
+
+Each recipe runs in its own process, so its runtime and peak memory are its own::
+
+    python bench/embedding_recipes.py --data ../shared/evaldata/scifact --cross ../shared/evaldata/cranfield \
+        --out /tmp/ragtune-bench/emb --sources gen,train
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    device_name,
+    evaluate_models,
+    fmt_ci,
+    load_train_source,
+    peak_memory,
+    run_worker,
+    split_by_document,
+)
+
+LI_BATCH, LI_EPOCHS = 10, 2
+
+
+def li_recipe(args: argparse.Namespace, out: Path) -> dict:
+    """LlamaIndex's recipe (llama_index.finetuning.SentenceTransformersFinetuneEngine.finetune)."""
+    from sentence_transformers import InputExample, SentenceTransformer, losses
+    from torch.utils.data import DataLoader
+
+    from ragtune.train.embedding import passage_text
+
+    ds = load_train_source(Path(args.data), args.source)
+    examples = []
+    for qid, judged in ds.qrels.items():
+        for did, score in judged.items():
+            if score > 0 and qid in ds.queries and did in ds.corpus:
+                examples.append(InputExample(texts=[ds.queries[qid], passage_text(ds.corpus[did])]))
+                break  # LlamaIndex takes the first relevant doc of each query
+    if args.max_pairs:
+        examples = examples[: args.max_pairs]
+    model = SentenceTransformer(args.base)
+    loader = DataLoader(examples, batch_size=LI_BATCH)
+    loss = losses.MultipleNegativesRankingLoss(model)
+    model.fit(train_objectives=[(loader, loss)], epochs=LI_EPOCHS, warmup_steps=int(len(loader) * LI_EPOCHS * 0.1),
+              output_path=str(out / "model"), show_progress_bar=False)
+    return {"model": str(out / "model"), "pairs": len(examples)}
+
+
+def ragtune_recipe(args: argparse.Namespace, out: Path) -> dict:
+    from ragtune.config import EmbeddingTrainConfig
+    from ragtune.train.embedding import train_embedding
+    from ragtune.train.guard import GuardConfig, guard_model
+
+    ds = load_train_source(Path(args.data), args.source)
+    train, val = split_by_document(ds, max_pairs=args.max_pairs)
+    overrides = json.loads(args.config or "{}")
+    if args.teacher and "teacher" not in overrides and overrides.get("loss") in ("margin-mse", "kl"):
+        overrides["teacher"] = args.teacher
+    cfg = EmbeddingTrainConfig(base=args.base, **overrides)
+    result = train_embedding(train, cfg, out / "train", val=val)
+    guard = guard_model(args.base, str(result.model_dir), val, out / "guard", GuardConfig())
+    return {"model": str(guard.model_dir), "pairs": result.n_pairs, "steps": result.steps,
+            "config": cfg.model_dump(mode="json"), "guard": guard.decision, "alpha": guard.alpha,
+            "best_step": getattr(result, "best_step", None), "mining": getattr(result, "mining", None)}
+
+
+def worker(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    info = li_recipe(args, out) if args.worker == "llamaindex" else ragtune_recipe(args, out)
+    info["train_s"] = round(time.perf_counter() - t0, 1)
+    info.update(peak_memory())
+    (out / "result.json").write_text(json.dumps(info, indent=2, default=str))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, help="BEIR dir with gen-* files, qrels_train.tsv and test qrels")
+    ap.add_argument("--cross", help="a BEIR dir from another domain, evaluated before and after")
+    ap.add_argument("--out", default="/tmp/ragtune-bench/emb")
+    ap.add_argument("--base", default=None, help="base model (default: the packaged MiniLM)")
+    ap.add_argument("--sources", default="gen,train")
+    ap.add_argument("--recipes", default="llamaindex,ragtune")
+    ap.add_argument("--variant", action="append", default=[], help="NAME=JSON of EmbeddingTrainConfig fields")
+    ap.add_argument("--teacher", help="cross-encoder for distillation variants (dir, .onnx, msmarco-onnx)")
+    ap.add_argument("--teacher-by-source", action="append", default=[], help="SOURCE=PATH (overrides --teacher)")
+    ap.add_argument("--max-pairs", type=int, help="cap training pairs (smoke tests)")
+    ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--source", help=argparse.SUPPRESS)
+    ap.add_argument("--config", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.base is None:
+        from ragtune.models import resolve_model
+
+        args.base = resolve_model("minilm")
+    if args.worker:
+        worker(args)
+        return
+
+    root = Path(args.out)
+    root.mkdir(parents=True, exist_ok=True)
+    variants = {"ragtune": "{}"}
+    for v in args.variant:
+        name, _, cfg = v.partition("=")
+        variants[name] = cfg
+    teachers = dict(t.split("=", 1) for t in args.teacher_by_source)
+    recipes = [r for r in args.recipes.split(",") if r] + [v for v in variants if v != "ragtune"]
+    results: dict[str, dict] = {}
+    summary: dict = {"device": device_name(), "data": args.data, "cross": args.cross, "results": results,
+                     "evals": {"test": {"systems": {}}, **({"cross": {"systems": {}}} if args.cross else {})}}
+    base = {"base": f"dense:{args.base}"}
+    for source in args.sources.split(","):
+        for recipe in recipes:
+            key = f"{recipe}/{source}"
+            out = root / source / recipe
+            cmd = [str(Path(__file__).resolve()), "--worker", "llamaindex" if recipe == "llamaindex" else "ragtune",
+                   "--data", args.data, "--source", source, "--out", str(out), "--base", args.base,
+                   "--config", variants.get(recipe, "{}")]
+            teacher = teachers.get(source, args.teacher)
+            if teacher:
+                cmd += ["--teacher", teacher]
+            if args.max_pairs:
+                cmd += ["--max-pairs", str(args.max_pairs)]
+            print(f"[{time.strftime('%H:%M:%S')}] training {key}", flush=True)
+            results[key] = run_worker(cmd[0], cmd[1:], out / "result.json", root / f"{source}-{recipe}.log")
+            if "error" in results[key]:
+                print(f"  FAILED: {results[key]}", flush=True)
+                continue
+            # each model is scored (with the base beside it, for the paired test) as soon as it exists, so an
+            # interrupted run still has every finished row
+            pair = {**base, key: f"dense:{results[key]['model']}"}
+            for split, path in (("test", args.data), ("cross", args.cross)):
+                if path:
+                    ev = evaluate_models(Path(path), pair, bootstrap=args.bootstrap)
+                    summary["evals"][split]["systems"].update(ev["systems"])
+            (root / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+            print(table(summary), flush=True)
+    if not results:
+        for split, path in (("test", args.data), ("cross", args.cross)):
+            if path:
+                summary["evals"][split]["systems"].update(
+                    evaluate_models(Path(path), base, bootstrap=args.bootstrap)["systems"])
+    (root / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    print(table(summary))
+
+
+def table(summary: dict) -> str:
+    by_name = {k: ev["systems"] for k, ev in summary["evals"].items()}
+    cross = "cross" in by_name
+    head = "| recipe | test nDCG@10 [95% CI] | p vs base |" + (" cross-domain nDCG@10 [95% CI] | Δ cross |"
+                                                                  if cross else "") + \
+        " guard | train s | peak MB (GPU / RSS) |"
+    lines = [f"device: {summary['device']}", "", head, "|" + "---|" * (head.count("|") - 1)]
+    for name, system in by_name["test"].items():
+        r = summary["results"].get(name, {})
+        p = system.get("p_values", {}).get("ndcg@10")
+        row = f"| {name} | {fmt_ci(system)} | {p:.3g} |" if p is not None else f"| {name} | {fmt_ci(system)} | |"
+        if cross:
+            c = by_name["cross"][name]
+            delta = c["means"]["ndcg@10"] - by_name["cross"]["base"]["means"]["ndcg@10"]
+            row += f" {fmt_ci(c)} | {delta * 100:+.2f} pt |"
+        guard = r.get("guard") or ""
+        if r.get("alpha") is not None and guard == "interpolated":
+            guard += f" α={r['alpha']}"
+        mem = f"{r.get('peak_cuda_mb', '-')} / {r.get('peak_rss_mb', '-')}" if r else ""
+        row += f" {guard} | {r.get('train_s', '')} | {mem} |"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

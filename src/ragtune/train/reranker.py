@@ -1,0 +1,424 @@
+"""Fine-tune a cross-encoder reranker on (query, positive chunk) pairs plus hard negatives from a first stage.
+
+``train_reranker(train_set, RerankerTrainConfig(), output_dir, val=val_set)`` writes::
+
+    output_dir/model/            a standard sentence-transformers CrossEncoder directory (written atomically)
+    output_dir/train-log.json    losses, validation nDCG@10 per evaluation, best step, mining counts, config
+    output_dir/checkpoints/      trainer checkpoints while training; removed after success
+
+A rerun into the same ``output_dir`` after an interruption resumes from the newest complete checkpoint, provided
+the data, negatives and configuration are unchanged (a fingerprint guards this, as for ``train_embedding``).
+
+Negatives: unless given (``negatives={query_id: [doc_id, ...]}``, e.g. from :mod:`ragtune.mining`), they are mined
+with the first stage the reranker will sit behind (``first_stage``, default ``hybrid``), so it trains on the
+candidates it will see. Of each query's top ``mine_top_k``, known positives (judged > 0, or the same text as a
+positive) are skipped, then the false-negative guard looks at the candidates ranked *above* the best positive:
+
+- ``same-doc`` (default): drop those cut from the same source document as a positive (the chunk's ``doc`` field)
+  or sharing at least ``overlap`` of their words with a positive (overlapping chunks, near duplicates): they likely
+  hold the answer too. Other candidates above the positive are kept: they are the confusions a reranker is for.
+- ``above``: drop every candidate ranked above the positive (safest with incomplete judgements, fewer hard ones).
+- ``none``: keep them all.
+
+Then ``negatives`` per query are kept (``sampling``: the hardest, or a seeded random sample), topped up with
+random passages (never a dropped one) when too few survive. Losses (sentence-transformers' cross-encoder losses): ``bce`` (pointwise,
+BinaryCrossEntropyLoss with ``pos_weight`` = negatives per positive), ``listnet`` and ``lambda`` (listwise,
+ListNetLoss / LambdaLoss over [positives + negatives] per query).
+
+Validation (``val``): the first stage retrieves each val query's top ``val_top_k``, the model reranks them, and
+nDCG@10 / MRR@10 / hit@1 are measured with ragtune's metrics (the first stage's own scores are logged beside them,
+``eval_val_first_stage_ndcg@10``, so the log shows whether reranking helps at all). The best evaluation's weights
+are kept; with ``patience`` set, training stops after that many evaluations without improvement.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import re
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from ragtune.config import _Config
+from ragtune.data.beir import BeirDataset, Corpus
+from ragtune.errors import ConfigError, DataFormatError
+from ragtune.train.checkpoints import FINGERPRINT_FILE, latest_checkpoint
+
+logger = logging.getLogger(__name__)
+
+LOSSES = ("bce", "listnet", "lambda")
+_METRIC = "eval_val_ndcg@10"
+
+
+class RerankerTrainConfig(_Config):
+    base: str = Field("minilm", description="'minilm' (packaged MiniLM body + fresh one-logit head), any HF "
+                                            "encoder, or an existing CrossEncoder")
+    loss: Literal["bce", "listnet", "lambda"] = Field("bce", description="pointwise BCE or listwise ListNet/Lambda")
+    negatives: int = Field(7, ge=1, le=200, description="hard negatives per query")
+    first_stage: str = Field("hybrid", description="retrieval spec used to mine negatives and to build validation "
+                                                   "candidates (bm25, dense:MODEL, hybrid:MODEL, ...)")
+    mine_top_k: int = Field(30, ge=2, description="candidates per query the negatives are drawn from")
+    sampling: Literal["top", "random"] = Field("top", description="hardest negatives or a seeded random sample")
+    false_negative_guard: Literal["same-doc", "above", "none"] = "same-doc"
+    overlap: float = Field(0.6, gt=0, le=1, description="same-doc guard: word overlap with a positive that drops "
+                                                        "a candidate ranked above it")
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    batch_size: int = Field(16, ge=1, description="pairs per batch (bce) or queries per batch (listwise)")
+    learning_rate: float = Field(2e-5, gt=0)
+    max_length: int = Field(256, ge=16, description="tokens per (query, passage) pair")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    eval_steps: int | None = Field(None, ge=1, description="evaluate (and checkpoint) every N steps; default once "
+                                                           "per epoch, or 4 times when training is shorter")
+    val_top_k: int = Field(50, ge=2, description="first-stage candidates reranked per validation query")
+    checkpoint_every_s: float | None = Field(300.0, gt=0, description="without val: checkpoint (for resume) this "
+                                                                       "often; with val a checkpoint follows each "
+                                                                       "evaluation")
+    patience: int | None = Field(3, ge=1, description="early stopping: evaluations without improvement")
+    seed: int = 42
+
+
+@dataclass
+class RerankerTrainResult:
+    model_dir: Path
+    log_path: Path
+    steps: int
+    n_queries: int
+    n_examples: int
+    seconds: float
+    resumed_from_step: int | None
+    final_loss: float | None
+    best_metric: float | None = None
+    best_step: int | None = None
+    losses: list[dict[str, Any]] = field(default_factory=list)
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    mining: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["model_dir"], out["log_path"] = str(self.model_dir), str(self.log_path)
+        return out
+
+
+# --- negatives ----------------------------------------------------------------------------------------------------
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"\w+", text.lower()))
+
+
+def _positives(dataset: BeirDataset) -> dict[str, list[str]]:
+    """Judged-relevant doc ids per query that has text and at least one positive in the corpus."""
+    out = {}
+    for qid, judged in dataset.qrels.items():
+        pos = [d for d, s in judged.items() if s > 0 and d in dataset.corpus]
+        if pos and (dataset.queries.get(qid) or "").strip():
+            out[qid] = pos
+    return out
+
+
+def mine_negatives(dataset: BeirDataset, config: RerankerTrainConfig,
+                   positives: dict[str, list[str]] | None = None) -> tuple[dict[str, list[str]], dict[str, Any]]:
+    """Hard negatives per query from ``config.first_stage`` (see the module doc for the guard), and counts."""
+    from ragtune.retrieval.bm25 import doc_text
+    from ragtune.retrieval.systems import parse_system
+
+    positives = positives if positives is not None else _positives(dataset)
+    corpus = dataset.corpus
+    t0 = time.perf_counter()
+    k = min(config.mine_top_k + max(len(p) for p in positives.values()), len(corpus))
+    queries = {q: dataset.queries[q] for q in positives}
+    run = parse_system(config.first_stage).search(corpus, queries, k)
+    stats = {"first_stage": config.first_stage, "queries": len(queries), "candidates": 0, "positive_skipped": 0,
+             "guard_dropped": 0, "kept": 0, "padded": 0, "seconds": 0.0}
+    doc_ids = list(corpus)
+    out: dict[str, list[str]] = {}
+    for qid, pos in positives.items():
+        pos_set = set(pos)
+        pos_texts = {doc_text(corpus[d]) for d in pos}
+        pos_words = [_words(t) for t in pos_texts]
+        pos_docs = {str(corpus[d].get("doc")) for d in pos if corpus[d].get("doc")}
+        ranked = [d for d, _ in sorted(run.get(qid, {}).items(), key=lambda kv: (-kv[1], kv[0]))]
+        best = next((i for i, d in enumerate(ranked) if d in pos_set), len(ranked))
+        kept, dropped = [], set()
+        for rank, d in enumerate(ranked[:config.mine_top_k + len(pos)]):
+            text = doc_text(corpus[d])
+            if d in pos_set or text in pos_texts:
+                stats["positive_skipped"] += 1
+                continue
+            stats["candidates"] += 1
+            if rank < best and config.false_negative_guard != "none":
+                words = _words(text)
+                close = config.false_negative_guard == "above" or str(corpus[d].get("doc")) in pos_docs or any(
+                    len(words & pw) >= config.overlap * max(1, min(len(words), len(pw))) for pw in pos_words)
+                if close:
+                    stats["guard_dropped"] += 1
+                    dropped.add(d)
+                    continue
+            kept.append(d)
+        rng = random.Random(f"{config.seed}:{qid}")
+        chosen = rng.sample(kept, min(config.negatives, len(kept))) if config.sampling == "random" else \
+            kept[:config.negatives]
+        stats["kept"] += len(chosen)
+        tries = 0
+        while len(chosen) < config.negatives and tries < 50 * config.negatives and len(doc_ids) > len(pos_set):
+            tries += 1
+            d = doc_ids[rng.randrange(len(doc_ids))]
+            if d not in pos_set and d not in chosen and d not in dropped and doc_text(corpus[d]) not in pos_texts:
+                chosen.append(d)
+                stats["padded"] += 1
+        out[qid] = chosen
+    stats["seconds"] = round(time.perf_counter() - t0, 2)
+    logger.info("mined %d hard negatives for %d queries with %s (%d skipped as positives, %d dropped by the %s "
+                "guard, %d random fill) in %.1f s", stats["kept"], len(queries), config.first_stage,
+                stats["positive_skipped"], stats["guard_dropped"], config.false_negative_guard, stats["padded"],
+                stats["seconds"])
+    return out, stats
+
+
+def _given_negatives(dataset: BeirDataset, positives: dict[str, list[str]],
+                     negatives: dict[str, list[str]], n: int) -> tuple[dict[str, list[str]], dict[str, Any]]:
+    unknown = sorted({d for negs in negatives.values() for d in negs} - set(dataset.corpus))
+    if unknown:
+        raise DataFormatError(f"negatives: {len(unknown)} doc ids are not in the training corpus (e.g. "
+                              f"{unknown[:3]}); pass negatives mined from this corpus")
+    out = {q: [d for d in negatives.get(q, []) if d not in set(pos)][:n] for q, pos in positives.items()}
+    missing = sum(1 for negs in out.values() if not negs)
+    if missing:
+        logger.warning("negatives: %d of %d training queries have none; they train on positives only",
+                       missing, len(out))
+    return out, {"given": True, "queries": len(out), "kept": sum(len(v) for v in out.values())}
+
+
+def build_examples(corpus: Corpus, queries: dict[str, str], positives: dict[str, list[str]],
+                   negatives: dict[str, list[str]], loss: str, seed: int = 42) -> dict[str, list]:
+    """Columns of the training dataset: ``query, passage, label`` (bce) or ``query, docs, labels`` (listwise)."""
+    from ragtune.retrieval.bm25 import doc_text
+
+    qids = sorted(positives)
+    random.Random(seed).shuffle(qids)
+    if loss == "bce":
+        rows: dict[str, list] = {"query": [], "passage": [], "label": []}
+        for q in qids:
+            for d, label in [(d, 1.0) for d in positives[q]] + [(d, 0.0) for d in negatives.get(q, [])]:
+                rows["query"].append(queries[q])
+                rows["passage"].append(doc_text(corpus[d]))
+                rows["label"].append(label)
+        order = list(range(len(rows["label"])))
+        random.Random(seed).shuffle(order)
+        return {k: [v[i] for i in order] for k, v in rows.items()}
+    lists: dict[str, list] = {"query": [], "docs": [], "labels": []}
+    for q in qids:
+        docs = positives[q] + negatives.get(q, [])
+        lists["query"].append(queries[q])
+        lists["docs"].append([doc_text(corpus[d]) for d in docs])
+        lists["labels"].append([1.0] * len(positives[q]) + [0.0] * len(negatives.get(q, [])))
+    return lists
+
+
+# --- training -----------------------------------------------------------------------------------------------------
+
+
+def _val_evaluator(val: BeirDataset, config: RerankerTrainConfig, batch_size: int):
+    """An evaluator that reranks the first stage's top ``val_top_k`` of each val query and scores the result with
+    ragtune's own metrics (pytrec_eval, judged positives the first stage missed count against it). Written here
+    because sentence-transformers' CrossEncoderRerankingEvaluator fails on a query with a single candidate and
+    measures nDCG only over the positives that were retrieved."""
+    import torch
+    from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
+
+    from ragtune.evaluate.metrics import evaluate_run
+    from ragtune.retrieval.bm25 import doc_text
+    from ragtune.retrieval.systems import parse_system
+
+    positives = _positives(val)
+    if not positives:
+        raise DataFormatError(f"val dataset {val.name!r}: no query has a judged-relevant document in its corpus")
+    queries = {q: val.queries[q] for q in positives}
+    first = parse_system(config.first_stage).search(val.corpus, queries, min(config.val_top_k, len(val.corpus)))
+    qrels = {q: dict(val.qrels[q]) for q in positives}
+    metrics = ("ndcg@10", "mrr@10", "hit@1")
+    base = evaluate_run(qrels, first, metrics).means
+    logger.info("validation: %d queries, first stage %s nDCG@10 %.4f", len(queries), config.first_stage,
+                base["ndcg@10"])
+
+    class RerankValEvaluator(BaseEvaluator):
+        def __init__(self) -> None:
+            super().__init__()
+            self.name, self.primary_metric = "val", "ndcg@10"
+            self.first_stage = {f"first_stage_{m}": v for m, v in base.items()}
+
+        def __call__(self, model, output_path=None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
+            keys = [(q, d) for q, docs in first.items() for d in docs]
+            scores = model.predict([(queries[q], doc_text(val.corpus[d])) for q, d in keys], batch_size=batch_size,
+                                   show_progress_bar=False, activation_fn=torch.nn.Identity(), convert_to_numpy=True)
+            run: dict[str, dict[str, float]] = {q: {} for q in queries}
+            for (q, d), score in zip(keys, scores, strict=True):
+                run[q][d] = float(score)
+            result = self.prefix_name_to_metrics({**evaluate_run(qrels, run, metrics).means, **self.first_stage},
+                                                 self.name)
+            self.store_metrics_in_model_card_data(model, result, epoch, steps)
+            return result
+
+    return RerankValEvaluator()
+
+
+def _load_base(base: str, max_length: int, device: str):
+    from sentence_transformers import CrossEncoder
+
+    from ragtune.models import resolve_model
+
+    resolved = resolve_model(base)
+    try:
+        model = CrossEncoder(resolved, num_labels=1, max_length=max_length, device=device)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"reranker base {base!r} ({resolved}): could not load it ({exc}). Give 'minilm', a local "
+                          "HF encoder or CrossEncoder directory, or a hub name (needs the internet once)") from exc
+    if model.num_labels != 1:
+        raise ConfigError(f"reranker base {base!r} has {model.num_labels} output labels; give an encoder or a "
+                          "one-logit CrossEncoder")
+    return model
+
+
+def _progress_callback(show: bool, save_every_s: float | None):
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        """One tqdm bar on stderr (following the log level) with the running loss and the last validation score;
+        with ``save_every_s``, asks for a checkpoint that often (the trainer's own saving is then off)."""
+
+        bar: Any = None
+        last_save = time.monotonic()
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="training reranker",
+                            unit="step", file=sys.stderr, disable=not show, dynamic_ncols=True)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+            if save_every_s and state.global_step < state.max_steps and \
+                    time.monotonic() - self.last_save >= save_every_s:
+                control.should_save = True
+
+        def on_save(self, args, state, control, **kwargs):
+            self.last_save = time.monotonic()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = logs or {}
+            if self.bar is not None and ("loss" in logs or _METRIC in logs):
+                post = {"loss": f"{logs['loss']:.4f}"} if "loss" in logs else {"val_ndcg@10": f"{logs[_METRIC]:.4f}"}
+                self.bar.set_postfix(**post)
+            logger.debug("step %d: %s", state.global_step, logs)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.close()
+
+    return Progress()
+
+
+def train_reranker(train: BeirDataset, config: RerankerTrainConfig | None = None,
+                   output_dir: str | Path = "reranker", val: BeirDataset | None = None,
+                   negatives: dict[str, list[str]] | None = None, *, device: str | None = None) -> RerankerTrainResult:
+    """Fine-tune ``config.base`` as a reranker on ``train``'s judged pairs plus hard negatives (see module doc)."""
+    import torch
+    from datasets import Dataset
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss, LambdaLoss, ListNetLoss
+    from transformers import EarlyStoppingCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from ragtune._io import atomic_dir, atomic_write_json, text_sha1
+    from ragtune.models import resolve_model
+    from ragtune.workspace import config_key
+
+    config = config or RerankerTrainConfig()
+    out = Path(output_dir)
+    t0 = time.perf_counter()
+    positives = _positives(train)
+    if not positives:
+        raise DataFormatError(f"training set {train.name!r}: no query with text has a judged-relevant (score > 0) "
+                              "document in the corpus; check the --queries/--qrels files")
+    if len(train.corpus) < 2:
+        raise DataFormatError(f"training set {train.name!r}: the corpus has {len(train.corpus)} document; a "
+                              "reranker needs negatives, so at least 2")
+    if negatives is None:
+        negs, mining = mine_negatives(train, config, positives)
+    else:
+        negs, mining = _given_negatives(train, positives, negatives, config.negatives)
+    columns = build_examples(train.corpus, train.queries, positives, negs, config.loss, config.seed)
+    n_examples = len(columns["query"])
+    batch_size = min(config.batch_size, n_examples)
+    steps_per_epoch = max(1, math.ceil(n_examples / batch_size))
+    total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+    eval_steps = config.eval_steps or (steps_per_epoch if total >= steps_per_epoch else max(1, total // 4))
+    fingerprint = config_key({"config": config.model_dump(mode="json"), "base": resolve_model(config.base),
+                              "examples": text_sha1(json.dumps(columns, ensure_ascii=False))})
+    ckpt_dir = out / "checkpoints"
+    resume = latest_checkpoint(ckpt_dir, fingerprint)
+    atomic_write_json(ckpt_dir / FINGERPRINT_FILE, {"key": fingerprint})
+
+    cuda = torch.cuda.is_available() and device != "cpu"
+    model = _load_base(config.base, config.max_length, device or ("cuda" if cuda else "cpu"))
+    if config.loss == "bce":
+        n_pos = sum(1 for label in columns["label"] if label > 0)
+        pos_weight = torch.tensor((n_examples - n_pos) / max(1, n_pos))
+        loss = BinaryCrossEntropyLoss(model, pos_weight=pos_weight)
+    elif config.loss == "listnet":
+        loss = ListNetLoss(model)
+    else:
+        loss = LambdaLoss(model)
+    evaluator = _val_evaluator(val, config, batch_size) if val is not None else None
+    show = logging.getLogger("ragtune").getEffectiveLevel() <= logging.INFO
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    args = CrossEncoderTrainingArguments(
+        output_dir=str(ckpt_dir), num_train_epochs=config.epochs, max_steps=config.max_steps or -1,
+        per_device_train_batch_size=batch_size, per_device_eval_batch_size=batch_size,
+        learning_rate=config.learning_rate, warmup_steps=math.ceil(total * config.warmup_ratio), seed=config.seed,
+        data_seed=config.seed, logging_steps=max(1, min(10, total // 10)),
+        eval_strategy="steps" if evaluator is not None else "no", eval_steps=eval_steps,
+        save_strategy="steps" if evaluator is not None else "no", save_steps=eval_steps, save_total_limit=2,
+        load_best_model_at_end=evaluator is not None, metric_for_best_model=_METRIC if evaluator else None,
+        greater_is_better=True if evaluator else None, report_to="none", disable_tqdm=True, use_cpu=not cuda,
+        bf16=bf16, fp16=cuda and not bf16, dataloader_drop_last=False)
+    callbacks: list[Any] = [_progress_callback(show, None if evaluator is not None else config.checkpoint_every_s)]
+    if evaluator is not None and config.patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.patience))
+    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=Dataset.from_dict(columns), loss=loss,
+                                  evaluator=evaluator, callbacks=callbacks)
+    for cb in (PrinterCallback, ProgressCallback):  # both print raw log dicts to stdout
+        trainer.remove_callback(cb)
+    resumed_step = int(Path(resume).name.split("-")[-1]) if resume else None
+    if resume:
+        logger.info("resuming reranker training from %s (step %d of %d)", resume, resumed_step, total)
+    logger.info("training reranker %s (%s loss) on %d queries / %d examples: batch %d, %d steps", config.base,
+                config.loss, len(positives), n_examples, batch_size, total)
+    trainer.train(resume_from_checkpoint=resume)
+    with atomic_dir(out / "model") as tmp:
+        model.save(str(tmp))
+    history = trainer.state.log_history
+    losses = [{"step": h["step"], "loss": h["loss"], "learning_rate": h.get("learning_rate")}
+              for h in history if "loss" in h]
+    evals = [{k: v for k, v in h.items() if k == "step" or k.startswith("eval_val_")}
+             for h in history if _METRIC in h]
+    best = max(evals, key=lambda e: e[_METRIC]) if evals else None
+    result = RerankerTrainResult(out / "model", out / "train-log.json", trainer.state.global_step, len(positives),
+                                 n_examples, round(time.perf_counter() - t0, 2), resumed_step,
+                                 losses[-1]["loss"] if losses else None, best[_METRIC] if best else None,
+                                 best["step"] if best else None, losses, evals, mining)
+    atomic_write_json(result.log_path, {**result.to_dict(), "base": config.base, "batch_size": batch_size,
+                                        "steps_per_epoch": steps_per_epoch, "config": config.model_dump(mode="json")})
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    logger.info("reranker written to %s (%d steps, %.0f s)", result.model_dir, result.steps, result.seconds)
+    return result

@@ -1,0 +1,217 @@
+"""Embedding recipes: each loss with mined negatives and a cross-encoder teacher, Matryoshka, early stopping on
+validation, cached negatives / teacher scores across a resume, supervised pairs, config validation and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
+
+from ragtune.config import EmbeddingTrainConfig
+from ragtune.data.beir import BeirDataset
+from ragtune.errors import ConfigError, DataFormatError
+from ragtune.generate import ict_queries
+from ragtune.train import embedding as emb
+from ragtune.train.embedding import load_pairs, train_embedding
+
+CORPUS = {f"c{i}": {"title": f"Topic {i}", "text": f"Topic {i} opens with fact {i}. A second remark on item {i * 3}. "
+                                                   f"It closes with number {i * 7}."} for i in range(12)}
+
+
+def _data():
+    gs = ict_queries(CORPUS, per_chunk=2, mask_prob=0.5, seed=0)
+    return CORPUS, gs.queries, gs.qrels, gs.metadata
+
+
+def _config(base, **kw) -> EmbeddingTrainConfig:
+    kw = {"batch_size": 4, "max_steps": 2, "learning_rate": 1e-3, "max_seq_length": 64, **kw}
+    return EmbeddingTrainConfig(base=base, **kw)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory, minilm_path):
+    """A tiny random cross-encoder (1-layer BERT, one logit) with MiniLM's tokenizer."""
+    import torch
+    from sentence_transformers import CrossEncoder
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-ce")
+    tok = AutoTokenizer.from_pretrained(minilm_path)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=512, num_labels=1)
+    BertForSequenceClassification(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return CrossEncoder(str(path), device="cpu", max_length=96)
+
+
+@pytest.mark.parametrize("loss, extra, loss_class", [
+    ("mnrl", {"negatives": 2, "mine_with": "dense"}, "MultipleNegativesRankingLoss"),
+    ("cached-mnrl", {"negatives": 1, "mine_with": "bm25", "mini_batch_size": 2},
+     "CachedMultipleNegativesRankingLoss"),
+    ("margin-mse", {"negatives": 2, "mine_with": "bm25"}, "MarginMSELoss"),
+    ("kl", {"negatives": 2, "mine_with": "both", "relative_margin": None, "teacher_margin": -1.0},
+     "DistillKLDivLoss"),
+])
+def test_each_loss_trains_and_writes_a_loadable_model(loss, extra, loss_class, tiny_model_path, teacher, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    uses_teacher = loss in ("margin-mse", "kl")
+    config = _config(tiny_model_path, loss=loss, teacher=teacher if uses_teacher else None, **extra)
+    result = train_embedding(_data(), config, tmp_path / "run", save_every_s=None)
+    assert result.steps == 2 and result.loss == loss_class
+    model = SentenceTransformer(str(result.model_dir), device="cpu")
+    assert model.encode(["a question"]).shape == (1, 32)
+    log = json.loads(result.log_path.read_text())
+    assert log["loss"] == loss_class and log["negatives"] == extra["negatives"]
+    assert log["mining"]["queries"] == 24 and log["mining"]["kept"] + log["mining"]["padded"] == 24 * extra[
+        "negatives"]
+    assert log["config"]["loss"] == loss and (tmp_path / "run" / "mined-negatives.json").is_file()
+    assert (tmp_path / "run" / "teacher-scores.sqlite").is_file() == uses_teacher
+    if loss == "kl":
+        assert log["config"]["teacher"].startswith("CrossEncoder:")
+        # the tiny teacher's sigmoid scores lie in (0, 1): a margin of -1 drops none of the 2 * 2 + 2 rescored
+        assert log["mining"]["teacher_scored"] == 24 * 6 and log["mining"]["teacher_dropped"] == 0
+
+
+def test_resume_reuses_mined_negatives_and_teacher_scores(tiny_model_path, teacher, tmp_path, monkeypatch):
+    from sentence_transformers import CrossEncoder
+
+    out = tmp_path / "run"
+    config = _config(tiny_model_path, loss="margin-mse", teacher=teacher, negatives=2, mine_with="dense",
+                     max_steps=4)
+    original = emb._Progress.on_step_end
+
+    def crash_at_step_3(self, args, state, control, **kwargs):
+        original(self, args, state, control, **kwargs)
+        if state.global_step == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(emb._Progress, "on_step_end", crash_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        train_embedding(_data(), config, out, save_steps=2, save_every_s=None)
+    monkeypatch.setattr(emb._Progress, "on_step_end", original)
+
+    def no_more(*args, **kwargs):
+        raise AssertionError("recomputed instead of read from the cache")
+
+    monkeypatch.setattr("ragtune.mining.mine_negatives", no_more)
+    monkeypatch.setattr(CrossEncoder, "predict", no_more)
+    result = train_embedding(_data(), config, out, save_steps=2, save_every_s=None)
+    assert result.resumed_from_step == 2 and result.steps == 4 and result.mining["kept"] > 0
+
+
+def test_matryoshka_dims_are_sorted_and_checked_against_the_model(tiny_model_path, tmp_path):
+    # training with them (and loading the model truncated) is in test_cli_trains_from_pairs_with_the_new_flags
+    assert EmbeddingTrainConfig(matryoshka_dims=[8, 32, 16]).matryoshka_dims == [32, 16, 8]
+    with pytest.raises(ConfigError, match="matryoshka_dims=.*up to 32"):
+        train_embedding(_data(), _config(tiny_model_path, matryoshka_dims=[64, 32]), tmp_path / "x")
+
+
+class ScriptedEvaluator(SentenceEvaluator):
+    """Returns scripted nDCG@10 values and remembers a weight checksum of the model at each evaluation."""
+
+    def __init__(self, values):
+        super().__init__()
+        self.values, self.calls = list(values), []
+        self.name, self.primary_metric = "val", "cosine_ndcg@10"
+
+    def __call__(self, model, output_path=None, epoch=-1, steps=-1):
+        self.calls.append((steps, sum(float(p.detach().sum()) for p in model.parameters())))
+        return {"val_cosine_ndcg@10": self.values[len(self.calls) - 1]}
+
+
+def test_early_stopping_keeps_the_best_model(tiny_model_path, tmp_path, monkeypatch):
+    from sentence_transformers import SentenceTransformer
+
+    scripted = ScriptedEvaluator([0.30, 0.50, 0.40, 0.45, 0.20, 0.90, 0.95])
+    monkeypatch.setattr(emb, "_ir_evaluator", lambda val, batch_size: scripted)
+    val = BeirDataset(CORPUS, {"v": "fact 3"}, {"v": {"c3": 1}})
+    config = _config(tiny_model_path, max_steps=None, epochs=2, evals_per_epoch=6, patience=3)
+    result = train_embedding(_data(), config, tmp_path / "es", val=val, save_every_s=None)
+    assert result.stopped_early and result.steps == 5  # best at step 2, then 3 evaluations without improvement
+    assert (result.best_step, result.best_metric) == (2, 0.5)
+    log = json.loads(result.log_path.read_text())
+    assert [e["step"] for e in log["evals"]] == [1, 2, 3, 4, 5]
+    assert log["best_step"] == 2 and log["stopped_early"] is True
+    written = SentenceTransformer(str(result.model_dir), device="cpu")
+    checksum = sum(float(p.detach().sum()) for p in written.parameters())
+    assert checksum == pytest.approx(dict(scripted.calls)[2], rel=1e-6)  # the step-2 weights, not the last
+    assert checksum != pytest.approx(dict(scripted.calls)[5], rel=1e-6)
+    assert not (tmp_path / "es" / "checkpoints").exists()
+
+
+def _write_pairs(path, bad_line: str | None = None):
+    lines = [json.dumps({"query": f"what is fact {i}", "positive": f"Fact {i} is about item {i * 3}.",
+                         **({"negatives": [f"Fact {i + 1} is about item {(i + 1) * 3}."]} if i % 2 else {})})
+             for i in range(10)]
+    if bad_line is not None:
+        lines.insert(2, bad_line)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_supervised_pairs_load_and_bad_lines_name_file_and_line(tmp_path):
+    # training on them (through the CLI) is in test_cli_trains_from_pairs_with_the_new_flags
+    pairs = load_pairs(_write_pairs(tmp_path / "pairs.jsonl"))
+    assert len(pairs) == 10 and pairs[1].negatives == ("Fact 2 is about item 6.",)
+    assert pairs[1].negatives[0] == pairs[2].positive and pairs[0].positive_id != pairs[1].positive_id
+    assert pairs[2].query_id == load_pairs(tmp_path / "pairs.jsonl")[2].query_id  # ids follow the texts
+    for bad, msg in [('{"query": "x"', "invalid JSON"), ('{"query": "x", "positive": ""}', '"positive" must be'),
+                     ('{"query": "x", "positive": "y", "negatives": "z"}', '"negatives" must be a list'),
+                     ('{"q": "x", "positive": "y"}', "unknown field")]:
+        path = _write_pairs(tmp_path / "bad.jsonl", bad)
+        with pytest.raises(DataFormatError, match=f"bad.jsonl:3: {msg}"):
+            load_pairs(path)
+    (tmp_path / "qrels_train.tsv").write_text("q\td\t1\n")
+    with pytest.raises(DataFormatError, match="--data DIR --qrels FILE"):
+        load_pairs(tmp_path / "qrels_train.tsv")
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"loss": "margin-mse", "negatives": 2}, "set teacher"),
+    ({"loss": "kl", "teacher": "msmarco-onnx", "negatives": 0}, "needs negatives >= 1"),
+    ({"teacher": "msmarco-onnx", "negatives": 2}, "set negatives >= 1 and teacher_margin"),
+    ({"teacher_margin": 0.0}, "teacher_margin is set but teacher is not"),
+    ({"negatives": 40}, "raise mine_range_max"),
+    ({"mine_range_min": 30}, "mine_range_min"),
+    ({"matryoshka_dims": [64, 64]}, "distinct positive sizes"),
+    ({"teacher": 42}, "spec string"),
+])
+def test_config_rejects_bad_combinations_with_a_fix(kw, message):
+    from ragtune.config import RunConfig
+
+    with pytest.raises(ConfigError, match=message):
+        RunConfig.load(overrides={f"embedding.{k}": v for k, v in kw.items()})
+    ok = EmbeddingTrainConfig(loss="kl", teacher="msmarco-onnx", negatives=4)
+    assert ok.model_dump(mode="json")["teacher"] == "msmarco-onnx" and ok.patience == 3
+
+
+def test_cli_trains_from_pairs_with_the_new_flags(tiny_model_path, tmp_path):
+    from sentence_transformers import SentenceTransformer
+    from typer.testing import CliRunner
+
+    from ragtune.cli.app import app
+
+    runner = CliRunner()
+    _write_pairs(tmp_path / "pairs.jsonl")
+    out = tmp_path / "cli"
+    result = runner.invoke(app, ["-q", "train", "embedding", "--pairs", str(tmp_path / "pairs.jsonl"), "--base",
+                                 tiny_model_path, "--output", str(out), "--max-steps", "2", "--batch-size", "4",
+                                 "--loss", "cached-mnrl", "--mini-batch-size", "2", "--negatives", "1",
+                                 "--mine-with", "bm25", "--matryoshka-dims", "32,16", "--patience", "0", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["loss"] == "MatryoshkaLoss(CachedMultipleNegativesRankingLoss)" and summary["negatives"] == 1
+    assert summary["n_pairs"] == 10 and summary["mining"]["user"] == 5  # the pairs' own negatives come first
+    log = json.loads((out / "train-log.json").read_text())
+    assert log["config"]["mini_batch_size"] == 2 and log["config"]["patience"] is None
+    assert log["config"]["matryoshka_dims"] == [32, 16]
+    model = SentenceTransformer(str(out / "model"), device="cpu", truncate_dim=16)
+    assert model.encode(["a question"]).shape == (1, 16)
+    bad = runner.invoke(app, ["train", "embedding", "--pairs", str(tmp_path / "pairs.jsonl"), "--output",
+                              str(out), "--loss", "margin-mse", "--negatives", "2"])
+    assert isinstance(bad.exception, ConfigError) and "set teacher" in str(bad.exception)
+    both = runner.invoke(app, ["train", "embedding", "--output", str(out)])
+    assert isinstance(both.exception, ConfigError) and "--pairs FILE" in str(both.exception)

@@ -1,0 +1,238 @@
+"""Forgetting guard: the packaged check set, weight interpolation, and the keep / mix / fall-back decision."""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import json
+import logging
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from ragtune.data.beir import BeirDataset, load_beir
+from ragtune.data.checkset import load_checkset
+from ragtune.errors import ConfigError
+from ragtune.lang import detect_language
+from ragtune.train import guard as guard_mod
+from ragtune.train.guard import GuardConfig, guard_model, interpolate_weights
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _state(path):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(path), device="cpu").state_dict()
+
+
+def _perturbed(src: str, dst: Path, scale: float, seed: int = 0) -> str:
+    """A copy of ``src`` with Gaussian noise (``scale`` x each tensor's std) added to every float weight."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.manual_seed(seed)
+    model = SentenceTransformer(src, device="cpu")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * (p.std() if p.numel() > 1 else 1.0) * scale)
+    model.save(str(dst))
+    return str(dst)
+
+
+
+@pytest.fixture(scope="module")
+def minilm(minilm_path):
+    """The packaged MiniLM, loaded once for this module (guard_model takes loaded models too)."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(minilm_path, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def noisy_minilm(minilm):
+    """MiniLM with heavy Gaussian noise on every weight: a clearly damaged "fine-tuned" model."""
+    import copy
+
+    import torch
+
+    torch.manual_seed(0)
+    model = copy.deepcopy(minilm)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * (p.std() if p.numel() > 1 else 1.0) * 3.0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def general_small() -> BeirDataset:
+    """Two clusters of the English check set (16 passages): enough signal, fast to encode."""
+    full = load_checkset("en")
+    keep = {d for d, doc in full.corpus.items() if doc["cluster"] in ("river", "weather")}
+    qrels = {q: r for q, r in full.qrels.items() if set(r) <= keep}
+    return BeirDataset({d: full.corpus[d] for d in keep}, {q: full.queries[q] for q in qrels}, qrels,
+                       name="checkset-small")
+
+
+# --- the check set -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("language", "clusters", "per_cluster"), [("en", 20, 8), ("zh", 10, 6)])
+def test_checkset_is_consistent(language, clusters, per_cluster):
+    ds = load_checkset(language)
+    assert ds.name == f"ragtune-checkset-{language}" and not ds.issues
+    assert len(ds.corpus) == len(ds.queries) == len(ds.qrels) == clusters * per_cluster
+    judged = Counter(d for docs in ds.qrels.values() for d in docs)
+    assert set(judged) == set(ds.corpus) and set(judged.values()) == {1}  # every passage: exactly one query
+    assert all(list(docs.values()) == [1] for docs in ds.qrels.values())
+    assert set(ds.qrels) == set(ds.queries)
+    sizes = Counter(doc["cluster"] for doc in ds.corpus.values())
+    assert len(sizes) == clusters and set(sizes.values()) == {per_cluster}
+    for qid, docs in ds.qrels.items():  # a query belongs to its passage's cluster
+        assert qid == f"q-{next(iter(docs))}"
+    texts = [doc["text"] for doc in ds.corpus.values()] + list(ds.queries.values())
+    assert detect_language(texts, sample=len(texts)) == language
+    assert len(set(ds.queries.values())) == len(ds.queries)  # no duplicated query text
+
+
+def test_checkset_rejects_unknown_language_and_is_package_data():
+    with pytest.raises(ConfigError, match="language='fr'"):
+        load_checkset("fr")
+    # (tomllib needs Python 3.11; this TOML line is also a Python list literal)
+    line = re.search(r"\[tool\.setuptools\.package-data\]\s*\nragtune\s*=\s*(\[.*?\])",
+                     (REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = ast.literal_eval(line.group(1))
+    pkg = REPO / "src" / "ragtune"
+    files = [p.relative_to(pkg).as_posix() for p in (pkg / "data" / "checkset").rglob("*")
+             if p.is_file() and p.suffix != ".py" and "__pycache__" not in p.parts]
+    assert len(files) == 7  # README + 3 files per language
+    for rel in files:  # a wheel built from pyproject.toml ships every data file
+        assert any(fnmatch.fnmatch(rel, pat) for pat in patterns), rel
+
+
+# --- configuration -------------------------------------------------------------------------------------------
+
+
+def test_guard_config_validates():
+    cfg = GuardConfig(alphas=[0.75, 0.25, 0.25], check_set=" ZH ")
+    assert cfg.alphas == [0.25, 0.75] and cfg.check_set == "zh" and cfg.min_val_gain == 0.0
+    for bad in ({"alphas": [0.0]}, {"alphas": [1.0]}, {"metric": "ndcg@11"}, {"max_general_drop": -0.1},
+                {"check_set": " "}, {"typo": 1}):
+        with pytest.raises(ValueError):
+            GuardConfig(**bad)
+    with pytest.raises(ConfigError, match="check_set='/no/such/dir'"):
+        guard_mod._general_set(GuardConfig(check_set="/no/such/dir"), load_checkset("en"))
+
+
+def test_auto_check_set_follows_the_validation_language(toy_beir):
+    zh_val = load_checkset("zh")
+    assert guard_mod._general_set(GuardConfig(), zh_val)[1] == "ragtune-checkset-zh"
+    assert guard_mod._general_set(GuardConfig(), load_beir(toy_beir))[1] == "ragtune-checkset-en"
+    assert guard_mod._general_set(GuardConfig(check_set=str(toy_beir)), zh_val)[0].name == "toy"
+
+
+# --- interpolation -------------------------------------------------------------------------------------------
+
+
+def test_interpolation_endpoints_and_midpoint(tiny_model_path, tmp_path):
+    import torch
+
+    other = _perturbed(tiny_model_path, tmp_path / "ft", scale=1.0)
+    base_sd, ft_sd = _state(tiny_model_path), _state(other)
+    for alpha, expected in ((0.0, base_sd), (1.0, ft_sd)):
+        got = _state(interpolate_weights(tiny_model_path, other, alpha, tmp_path / f"mix{alpha}"))
+        assert got.keys() == expected.keys()
+        assert all(torch.equal(got[k], expected[k]) for k in got), alpha
+    mid = _state(interpolate_weights(tiny_model_path, other, 0.5, tmp_path / "mid"))
+    key = next(k for k in mid if k.endswith("word_embeddings.weight"))
+    assert not torch.equal(base_sd[key], ft_sd[key])
+    assert torch.allclose(mid[key], (base_sd[key] + ft_sd[key]) / 2, atol=1e-6)
+    with pytest.raises(ConfigError, match="alpha=1.5"):
+        interpolate_weights(tiny_model_path, other, 1.5, tmp_path / "bad")
+
+
+def test_interpolation_rejects_different_architectures(tiny_model_path, minilm, tmp_path):
+    with pytest.raises(ConfigError, match="different architectures.*shape"):
+        interpolate_weights(tiny_model_path, minilm, 0.5, tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+# --- decisions -----------------------------------------------------------------------------------------------
+
+
+def test_clearly_worse_model_is_refused(minilm, minilm_path, noisy_minilm, toy_beir, general_small, tmp_path,
+                                        caplog):
+    val = load_beir(toy_beir)
+    with caplog.at_level(logging.WARNING, logger="ragtune.train.guard"):
+        result = guard_model(minilm, noisy_minilm, val, tmp_path / "g", GuardConfig(alphas=[0.5]),
+                             general=general_small)
+    assert result.decision == "base" and result.verdict == "fail" and result.alpha == 0.0
+    assert result.score("base", "val") > result.score("fine-tuned", "val") + 0.2
+    assert set(result.scores) == {"base", "fine-tuned", "alpha=0.5"}
+    assert "kept the base model" in result.message and "forgetting guard" in caplog.text
+    data = json.loads((tmp_path / "g" / "guard.json").read_text(encoding="utf-8"))
+    assert data["decision"] == "base" and data["verdict"] == "fail" and data["message"] == result.message
+    assert data["val_base"] == data["val_chosen"] == result.score("base", "val")
+    assert data["general_fine_tuned"] < data["general_base"]
+    assert set(data["scores"]["alpha=0.5"]) == {"val", "general"} and "hit@1" in data["scores"]["base"]["val"]
+    # the model written is the base, as a plain sentence-transformers directory
+    import torch
+    from safetensors.torch import load_file
+
+    got, want = load_file(tmp_path / "g" / "model" / "model.safetensors"), load_file(
+        Path(minilm_path) / "model.safetensors")
+    assert len(got) > 100 and set(got) <= set(want)  # (the packaged file also stores position_ids)
+    assert all(torch.equal(got[k], want[k]) for k in got)
+    assert (tmp_path / "g" / "model" / "modules.json").is_file()
+
+
+def test_better_model_is_kept(minilm, noisy_minilm, toy_beir, general_small, tmp_path, caplog):
+    val = load_beir(toy_beir)
+    with caplog.at_level(logging.WARNING, logger="ragtune.train.guard"):
+        result = guard_model(noisy_minilm, minilm, val, tmp_path / "g", general=general_small)
+    assert result.decision == "fine-tuned" and result.verdict == "pass" and result.alpha == 1.0
+    assert set(result.scores) == {"base", "fine-tuned"}  # no mix is tried when the fine-tuned model passes
+    assert result.score("fine-tuned", "val") > result.score("base", "val")
+    assert "forgetting guard" not in caplog.text
+    data = json.loads((tmp_path / "g" / "guard.json").read_text(encoding="utf-8"))
+    assert data["verdict"] == "pass" and data["check_set"] == "checkset-small"
+    from sentence_transformers import SentenceTransformer
+
+    emb = SentenceTransformer(str(result.model_dir), device="cpu").encode(["a river in Egypt"])
+    assert emb.shape == (1, 384)
+
+
+def test_best_passing_mix_is_chosen(tiny_model_path, toy_beir, tmp_path, monkeypatch):
+    """Scores follow the share t of fine-tuned weights: val rises with t, the check set falls with t**2."""
+    import torch
+
+    ft = _perturbed(tiny_model_path, tmp_path / "ft", scale=1.0)
+    base_sd, ft_sd = _state(tiny_model_path), _state(ft)
+    key = next(k for k in base_sd if k.endswith("word_embeddings.weight"))
+    b, f = base_sd[key][5, :4], ft_sd[key][5, :4]
+
+    def fake_evaluate(model, dataset, batch_size):
+        t = float(((model.state_dict()[key][5, :4] - b) / (f - b)).mean())
+        return {"ndcg@10": 0.5 + 0.1 * t if dataset.name == "toy" else 0.8 - 0.05 * t * t}
+
+    monkeypatch.setattr(guard_mod, "_evaluate", fake_evaluate)
+    general = load_checkset("en")
+    # fine-tuned: val +0.1 but general -0.05; alpha 0.25: general -0.003 (passes); 0.5: -0.0125 (fails)
+    result = guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g", general=general)
+    assert result.decision == "interpolated" and result.alpha == 0.25 and result.verdict == "warn"
+    assert "lost 5.0 points" in result.message and "0.25 of the fine-tuned weights" in result.message
+    got = _state(result.model_dir)
+    assert torch.allclose(got[key], 0.75 * base_sd[key] + 0.25 * ft_sd[key], atol=1e-6)
+    # a looser limit lets the bigger mix through; the best validation score among passing mixes wins
+    cfg = GuardConfig(max_general_drop=0.02)
+    assert guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g2", cfg, general).alpha == 0.5
+    # demanding a larger validation gain than any candidate offers keeps the base
+    cfg = GuardConfig(min_val_gain=0.2, max_general_drop=1.0)
+    res = guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g3", cfg, general)
+    assert res.decision == "base" and "did not beat the base on validation by more than 20.0 points" in res.message
+    with pytest.raises(ConfigError, match="enabled=False"):
+        guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g4", GuardConfig(enabled=False))

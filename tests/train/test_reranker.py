@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ragtune.config import validate_config
+from ragtune.data.beir import BeirDataset, load_beir
+from ragtune.errors import ConfigError, DataFormatError
+from ragtune.retrieval.bm25 import doc_text
+from ragtune.retrieval.rerank import load_scorer
+from ragtune.train.reranker import RerankerTrainConfig, build_examples, mine_negatives, train_reranker
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+
+def _mrr(model_path: str, ds: BeirDataset) -> float:
+    scorer = load_scorer(model_path, max_length=64, device="cpu")
+    ids = list(ds.corpus)
+    out = []
+    for qid, judged in ds.qrels.items():
+        scores = scorer.predict([(ds.queries[qid], doc_text(ds.corpus[d])) for d in ids])
+        order = [ids[i] for i in np.argsort(-scores, kind="stable")]
+        out.append(1.0 / (1 + min(order.index(d) for d in judged)))
+    return float(np.mean(out))
+
+
+def test_listwise_training_improves_ranking(toy_beir, tiny_cross_encoder_path, tmp_path):
+    ds = load_beir(toy_beir)
+    negatives = {q: [d for d in ds.corpus if d not in judged] for q, judged in ds.qrels.items()}
+    before = _mrr(tiny_cross_encoder_path, ds)
+    cfg = RerankerTrainConfig(base=tiny_cross_encoder_path, loss="listnet", negatives=5, epochs=8, batch_size=5,
+                              learning_rate=1e-2, warmup_ratio=0.0, max_length=64)
+    result = train_reranker(ds, cfg, tmp_path / "out", negatives=negatives, device="cpu")
+    after = _mrr(str(result.model_dir), ds)
+    assert after > before + 0.2, (before, after)
+    losses = [entry["loss"] for entry in result.losses]
+    assert losses[-1] < losses[0] - 0.05 and losses == sorted(losses, reverse=True), losses
+    assert result.steps == 8 and result.n_queries == 5 and result.n_examples == 5
+    assert not (tmp_path / "out" / "checkpoints").exists()
+    log = json.loads((tmp_path / "out" / "train-log.json").read_text())
+    assert log["config"]["loss"] == "listnet" and log["mining"]["given"] is True
+    assert (result.model_dir / "config_sentence_transformers.json").is_file()  # a standard CrossEncoder dir
+
+
+def test_bce_with_mining_validation_and_early_stopping_via_cli(toy_beir, tiny_cross_encoder_path, tmp_path):
+    from typer.testing import CliRunner
+
+    from ragtune.cli.app import app
+
+    args = ["train", "reranker", "--data", str(toy_beir), "--queries", "queries.jsonl", "--qrels", "test.tsv",
+            "--output", str(tmp_path / "out"), "--base", tiny_cross_encoder_path, "--first-stage", "bm25",
+            "--negatives", "3", "--max-steps", "4", "--batch-size", "8", "--lr", "1e-3", "--max-length", "64",
+            "--val", str(toy_beir), "--json"]
+    cfg_file = tmp_path / "ragtune.yaml"
+    cfg_file.write_text("reranker:\n  eval_steps: 1\n  patience: 1\n  val_top_k: 4\n")
+    result = CliRunner().invoke(app, [*args, "--config", str(cfg_file)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["mining"]["first_stage"] == "bm25" and summary["mining"]["queries"] == 5
+    assert summary["n_examples"] == 5 * (1 + 3)  # one positive and three negatives per query (bce rows)
+    evals = summary["evals"]
+    assert evals and all("eval_val_ndcg@10" in e and "eval_val_first_stage_ndcg@10" in e for e in evals)
+    assert summary["best_metric"] == max(e["eval_val_ndcg@10"] for e in evals)
+    assert 1 <= summary["steps"] <= 4
+    scorer = load_scorer(summary["model_dir"])
+    assert scorer.predict([("a query", "a passage")]).shape == (1,)
+
+
+def _guard_set() -> BeirDataset:
+    corpus = {
+        "pos": {"title": "", "text": "alpha beta gamma delta epsilon zeta eta theta", "doc": "paper1"},
+        "sibling": {"title": "", "text": "alpha beta gamma alpha beta gamma kappa", "doc": "paper1"},
+        "near": {"title": "", "text": "alpha beta gamma alpha delta epsilon zeta eta", "doc": "paper2"},
+        "other": {"title": "", "text": "alpha beta gamma alpha beta gamma kappa lambda mu nu xi", "doc": "paper3"},
+        "below": {"title": "", "text": "alpha omega", "doc": "paper4"},
+        "far": {"title": "", "text": "unrelated words only here", "doc": "paper5"},
+    }
+    return BeirDataset(corpus, {"q": "alpha beta gamma"}, {"q": {"pos": 1}}, name="guard")
+
+
+@pytest.mark.parametrize(("guard", "dropped"), [("same-doc", {"sibling", "near"}), ("none", set()),
+                                                ("above", {"sibling", "near", "other"})])
+def test_false_negative_guard_and_positive_skipping(guard, dropped):
+    ds = _guard_set()
+    from ragtune.retrieval.systems import parse_system
+
+    ranked = list(parse_system("bm25").search(ds.corpus, ds.queries, 6)["q"])
+    above = set(ranked[:ranked.index("pos")])
+    assert {"sibling", "near", "other"} <= above  # the crafted candidates really rank above the positive
+    cfg = RerankerTrainConfig(first_stage="bm25", negatives=5, false_negative_guard=guard, mine_top_k=6)
+    negs, stats = mine_negatives(ds, cfg)
+    assert "pos" not in negs["q"] and stats["positive_skipped"] == 1
+    assert not (set(negs["q"]) - {"far"}) & (dropped & above)
+    assert (above - dropped) <= set(negs["q"])
+    assert stats["guard_dropped"] == len(dropped & above)
+
+
+def test_examples_for_each_loss():
+    ds = _guard_set()
+    pos, negs = {"q": ["pos"]}, {"q": ["far", "below"]}
+    bce = build_examples(ds.corpus, ds.queries, pos, negs, "bce")
+    assert sorted(bce["label"]) == [0.0, 0.0, 1.0] and set(bce) == {"query", "passage", "label"}
+    listwise = build_examples(ds.corpus, ds.queries, pos, negs, "lambda")
+    assert listwise["labels"] == [[1.0, 0.0, 0.0]] and listwise["docs"][0][0] == doc_text(ds.corpus["pos"])
+
+
+def test_bad_training_input_is_reported(tmp_path):
+    ds = _guard_set()
+    with pytest.raises(DataFormatError, match="no query with text has a judged-relevant"):
+        train_reranker(BeirDataset(ds.corpus, {"q": "x"}, {"q": {"missing": 1}}, name="t"), output_dir=tmp_path)
+    with pytest.raises(DataFormatError, match="not in the training corpus"):
+        train_reranker(ds, RerankerTrainConfig(first_stage="bm25"), tmp_path, negatives={"q": ["nope"]})
+    with pytest.raises(ConfigError, match="loss"):
+        validate_config(RerankerTrainConfig, {"loss": "hinge"})
+    with pytest.raises(ConfigError, match="negatives"):
+        validate_config(RerankerTrainConfig, {"negatives": 0})
