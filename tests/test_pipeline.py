@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from ragtune.cli.app import app
@@ -98,6 +99,13 @@ def test_run_cli_stop_after_split_and_bad_config(tmp_path):
     res = runner.invoke(app, ["run", str(docs), "--output", str(tmp_path / "run"), "--stop-after", "split"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "run" / "split" / "test" / "corpus.jsonl").is_file()
+    written = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text(encoding="utf-8"))
+    assert written["reranker"] is not None and written["guard"]["enabled"] is True  # both on by default
+    res = runner.invoke(app, ["run", str(docs), "--output", str(tmp_path / "run"), "--stop-after", "split",
+                              "--no-rerank", "--no-guard"])
+    assert res.exit_code == 0, res.output
+    written = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text(encoding="utf-8"))
+    assert written["reranker"] is None and written["guard"]["enabled"] is False
     cfg = tmp_path / "ragtune.yaml"
     cfg.write_text("embedding:\n  epoch: 3\n", encoding="utf-8")
     res = runner.invoke(app, ["run", str(docs), "--config", str(cfg)])

@@ -25,9 +25,13 @@ def run(
     method: str = typer.Option(None, "--method", help="Query generation: auto, ict, crop or llm."),
     adapter: str = typer.Option(None, "--adapter", help="Also train a query-side adapter on the frozen base "
                                                         "model: linear, mlp or a registered kind."),
+    rerank: bool = typer.Option(True, "--rerank/--no-rerank", help="Train a cross-encoder reranker and compare "
+                                                                   "hybrid retrieval with and without it."),
+    guard: bool = typer.Option(True, "--guard/--no-guard", help="Forgetting guard before handing over the "
+                                                                "fine-tuned model."),
     seed: int = typer.Option(None, "--seed", help="One seed for split, generation and training."),
     stop_after: str = typer.Option(None, "--stop-after", help="Stop after this step (ingest, split, generate, "
-                                                              "train, adapter, eval)."),
+                                                              "train, guard, adapter, rerank, eval)."),
     json_out: bool = typer.Option(False, "--json", help="Print the report data as JSON."),
 ) -> None:
     """Ingest, split, generate queries, fine-tune, evaluate and report, in one resumable run directory."""
@@ -47,6 +51,12 @@ def run(
         if adapter is not None:
             overrides["adapter.seed"] = seed
     cfg = RunConfig.load(config, overrides)
+    if not rerank:
+        cfg.reranker = None
+    elif seed is not None and cfg.reranker is not None:
+        cfg.reranker.seed = seed
+    if not guard:
+        cfg.guard.enabled = False
     run_dir = output or Path("runs") / docs_dir.resolve().name
     result = run_pipeline(docs_dir, run_dir, cfg, stop_after=stop_after)
     console = Console()

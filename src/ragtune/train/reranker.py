@@ -76,8 +76,8 @@ class RerankerTrainConfig(_Config):
     learning_rate: float = Field(2e-5, gt=0)
     max_length: int = Field(256, ge=16, description="tokens per (query, passage) pair")
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    eval_steps: int | None = Field(None, ge=1, description="evaluate (and checkpoint) every N steps; default once "
-                                                           "per epoch, or 4 times when training is shorter")
+    eval_steps: int | None = Field(None, ge=1, description="evaluate (and checkpoint) every N steps; default 4 "
+                                                           "times per epoch (4 times in all when shorter)")
     val_top_k: int = Field(50, ge=2, description="first-stage candidates reranked per validation query")
     checkpoint_every_s: float | None = Field(300.0, gt=0, description="without val: checkpoint (for resume) this "
                                                                        "often; with val a checkpoint follows each "
@@ -362,7 +362,7 @@ def train_reranker(train: BeirDataset, config: RerankerTrainConfig | None = None
     batch_size = min(config.batch_size, n_examples)
     steps_per_epoch = max(1, math.ceil(n_examples / batch_size))
     total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
-    eval_steps = config.eval_steps or (steps_per_epoch if total >= steps_per_epoch else max(1, total // 4))
+    eval_steps = config.eval_steps or max(1, min(steps_per_epoch, total) // 4)  # 4 evaluations per epoch
     fingerprint = config_key({"config": config.model_dump(mode="json"), "base": resolve_model(config.base),
                               "examples": text_sha1(json.dumps(columns, ensure_ascii=False))})
     ckpt_dir = out / "checkpoints"
