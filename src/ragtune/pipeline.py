@@ -239,7 +239,8 @@ def _reranked(first: str, reranker: str | Path, config: RunConfig, corpus_size: 
 
 def _rerank(ws: Workspace, config: RunConfig, model_dir: Path) -> dict[str, Any]:
     """Train a cross-encoder on the train split (negatives mined by the hybrid first stage over the fine-tuned
-    model), then keep ``hybrid>rerank`` only if it beats ``hybrid`` alone on the validation split."""
+    model), then serve whichever of ``hybrid``, ``hybrid>rerank`` and, when the base was a cross-encoder already,
+    ``hybrid>rerank:BASE`` scores best on the validation split."""
     from ragtune._io import atomic_write_json
     from ragtune.data.beir import load_beir
     from ragtune.evaluate.harness import evaluate_systems

@@ -136,9 +136,9 @@ def onnx_bert_to_cross_encoder(model_file: str | Path, out_dir: str | Path, *, m
             continue
         model = BertForSequenceClassification(_bert_config(state, hidden // head_size)).eval()
         result = model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=False)
-        unexpected = [k for k in result.missing_keys if not k.endswith("position_ids")]
-        if unexpected or result.unexpected_keys:
-            raise ConfigError(f"{model_file}: weights do not fit a BERT classifier (missing {unexpected[:3]}, "
+        absent = [k for k in result.missing_keys if not k.endswith("position_ids")]
+        if absent or result.unexpected_keys:
+            raise ConfigError(f"{model_file}: weights do not fit a BERT classifier (missing {absent[:3]}, "
                               f"unexpected {result.unexpected_keys[:3]})")
         enc = tokenizer([q for q, _ in _CHECK_PAIRS], [p for _, p in _CHECK_PAIRS], padding=True, truncation=True,
                         max_length=max_length, return_tensors="pt")
