@@ -33,3 +33,13 @@ def latest_checkpoint(ckpt_dir: Path, fingerprint: str) -> str | None:
         else:
             shutil.rmtree(d, ignore_errors=True)  # killed while saving
     return str(max(complete)[1]) if complete else None
+
+
+def split_history(history: list[dict]) -> tuple[list[dict], list[dict]]:
+    """A trainer's ``state.log_history`` as training losses (step, loss, learning rate) and validation entries
+    (step and every ``eval_val_*`` metric), in step order."""
+    losses = [{"step": h["step"], "loss": h["loss"], "learning_rate": h.get("learning_rate")}
+              for h in history if "loss" in h]
+    evals = [{k: v for k, v in h.items() if k == "step" or k.startswith("eval_val_")}
+             for h in history if any(k.startswith("eval_val_") for k in h)]
+    return losses, evals

@@ -39,7 +39,7 @@ from ragtune._io import atomic_dir, atomic_write_json, text_sha1
 from ragtune.config import EmbeddingTrainConfig
 from ragtune.data.beir import BeirDataset, Corpus, Qrels, Queries
 from ragtune.errors import DataFormatError
-from ragtune.train.checkpoints import FINGERPRINT_FILE, latest_checkpoint
+from ragtune.train.checkpoints import FINGERPRINT_FILE, latest_checkpoint, split_history
 from ragtune.train.distributed import (  # DDP: rank-0-only side effects
     SyncSamplerEpoch,
     any_process,
@@ -701,11 +701,7 @@ def train_embedding(train: Any, config: EmbeddingTrainConfig | None = None, outp
             else:
                 with atomic_dir(out / "model") as tmp:
                     model.save(str(tmp))
-    history = trainer.state.log_history
-    losses = [{"step": h["step"], "loss": h["loss"], "learning_rate": h.get("learning_rate")}
-              for h in history if "loss" in h]
-    evals = [{k: v for k, v in h.items() if k == "step" or k.startswith("eval_val_")}
-             for h in history if any(k.startswith("eval_val_") for k in h)]
+    losses, evals = split_history(trainer.state.log_history)
     result = TrainResult(out / "model", out / "train-log.json", trainer.state.global_step, len(pairs), batch_size,
                          round(time.perf_counter() - t0, 2), resumed_step,
                          losses[-1]["loss"] if losses else None, losses, evals, loss=_loss_name(loss),

@@ -58,7 +58,7 @@ from pydantic import Field
 from ragtune.config import _Config
 from ragtune.data.beir import BeirDataset, Corpus
 from ragtune.errors import ConfigError, DataFormatError
-from ragtune.train.checkpoints import FINGERPRINT_FILE, latest_checkpoint
+from ragtune.train.checkpoints import FINGERPRINT_FILE, latest_checkpoint, split_history
 
 logger = logging.getLogger(__name__)
 
@@ -483,11 +483,7 @@ def train_reranker(train: BeirDataset, config: RerankerTrainConfig | None = None
     trainer.train(resume_from_checkpoint=resume)
     with atomic_dir(out / "model") as tmp:
         model.save(str(tmp))
-    history = trainer.state.log_history
-    losses = [{"step": h["step"], "loss": h["loss"], "learning_rate": h.get("learning_rate")}
-              for h in history if "loss" in h]
-    evals = [{k: v for k, v in h.items() if k == "step" or k.startswith("eval_val_")}
-             for h in history if _METRIC in h]
+    losses, evals = split_history(trainer.state.log_history)
     best = max(evals, key=lambda e: e[_METRIC]) if evals else None
     result = RerankerTrainResult(out / "model", out / "train-log.json", trainer.state.global_step, len(positives),
                                  n_examples, round(time.perf_counter() - t0, 2), resumed_step,
