@@ -58,16 +58,9 @@ def evaluate_models(data: Path, models: dict[str, str], *, batch_size: int = 128
     test qrels, through ragtune's evaluator."""
     from ragtune.config import EvalConfig
     from ragtune.evaluate.harness import evaluate_systems
-    from ragtune.retrieval.systems import parse_system
 
-    ds = load_beir(data)
     cfg = EvalConfig(bootstrap=bootstrap, batch_size=batch_size)
-    systems = []
-    for name, spec in {**models, **(systems_extra or {})}.items():
-        system = parse_system(spec, cfg)
-        system.name = name
-        systems.append(system)
-    report = evaluate_systems(ds, systems, cfg, baseline=next(iter(models)))
+    report = evaluate_systems(load_beir(data), {**models, **(systems_extra or {})}, cfg, baseline=next(iter(models)))
     return report.to_dict(per_query=False)
 
 

@@ -45,7 +45,7 @@ def li_recipe(args: argparse.Namespace, out: Path) -> dict:
     from sentence_transformers import InputExample, SentenceTransformer, losses
     from torch.utils.data import DataLoader
 
-    from ragtune.train.embedding import passage_text
+    from ragtune.train.pairs import passage_text
 
     ds = load_train_source(Path(args.data), args.source)
     examples = []

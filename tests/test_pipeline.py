@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from ragtune.cli.app import app
 from ragtune.config import RunConfig
 from ragtune.errors import ConfigError
-from ragtune.pipeline import run_pipeline
+from ragtune.pipeline import FUSE_WEIGHTS, run_pipeline
 
 TOPICS = ["glacier", "volcano", "orchard", "harbour", "comet", "desert", "reef", "prairie", "canyon", "delta"]
 FACTS = ["{t} number {i} lies {n} kilometres from the coast.", "Visitors to the {t} report {n} sunny days a year.",
@@ -49,17 +49,23 @@ def test_run_resume_and_adapter(tmp_path, tiny_model_path):
                  "rerank/pipeline.json"):
         assert (run_dir / name).is_file(), name
     systems = result.report["evaluation"]["systems"]
-    assert list(systems) == ["bm25", "base", "fine-tuned", "hybrid", "hybrid+rerank"]
+    pipeline = json.loads((run_dir / "rerank/pipeline.json").read_text())
+    served = [pipeline["chosen_name"]] if "(fuse=" in pipeline["chosen_name"] else []
+    assert list(systems) == ["bm25", "base", "fine-tuned", "hybrid", "hybrid+rerank", *served]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["steps"]["train"]["status"] == "done" and "ingest/corpus.jsonl" in manifest["data_hashes"]
     # the guard decided which model is "fine-tuned", and the evaluation used that one
     guard = json.loads((run_dir / "guard/guard.json").read_text())
     assert guard["decision"] in ("fine-tuned", "interpolated", "base") and result.report["guard"]["verdict"]
     assert manifest["systems"]["fine-tuned"] == f"dense:{run_dir / 'guard' / 'model'}"
-    # the reranked pipeline is kept only if it beats its first stage on validation
-    pipeline = json.loads((run_dir / "rerank/pipeline.json").read_text())
+    # a reranked pipeline (alone or blended with hybrid) is kept only if it beats its first stage on validation
     val = pipeline["val_ndcg@10"]
-    assert pipeline["chosen"] == (pipeline["reranked"] if val["hybrid+rerank"] > val["hybrid"] else pipeline["first_stage"])
+    assert list(val) == ["hybrid", "hybrid+rerank", *(f"hybrid+rerank(fuse={w:g})" for w in FUSE_WEIGHTS)]
+    best = max(val, key=lambda name: val[name])
+    assert pipeline["chosen_name"] == best and pipeline["chosen"] == pipeline["candidates"][best]
+    blend = pipeline["candidates"]["hybrid+rerank(fuse=0.4)"]
+    assert blend.startswith(pipeline["first_stage"] + ">rerank(") and "fuse=0.4" in blend
+    assert blend.endswith(f"):{pipeline['reranker']}")
     assert "first_stage" in systems["hybrid+rerank"]
     assert any(s["path"] == "empty.md" for s in result.report["ingest"]["skipped"])
     test_docs = {json.loads(line)["doc"] for line in (run_dir / "split/test/corpus.jsonl").open()}
@@ -92,14 +98,16 @@ def test_a_reranker_base_competes_with_its_fine_tuned_self(tmp_path, tiny_model_
     pipeline = json.loads((run_dir / "rerank/pipeline.json").read_text())
     assert pipeline["base_reranker"] == tiny_cross_encoder_path
     val = pipeline["val_ndcg@10"]
-    assert list(val) == ["hybrid", "hybrid+rerank", "hybrid+base-rerank"]
-    specs = {"hybrid": pipeline["first_stage"], "hybrid+rerank": pipeline["reranked"],
-             "hybrid+base-rerank": f"{pipeline['first_stage']}>rerank:{tiny_cross_encoder_path}"}
+    blends = [f"(fuse={w:g})" for w in FUSE_WEIGHTS]
+    assert list(val) == ["hybrid", "hybrid+rerank", *(f"hybrid+rerank{b}" for b in blends),
+                         "hybrid+base-rerank", *(f"hybrid+base-rerank{b}" for b in blends)]
+    assert pipeline["candidates"]["hybrid+base-rerank"] == f"{pipeline['first_stage']}>rerank:{tiny_cross_encoder_path}"
     best = max(val, key=lambda name: val[name])
     phrase = {"hybrid": "no reranker beats", "hybrid+rerank": "the fine-tuned reranker wins",
-              "hybrid+base-rerank": "fine-tuning did not improve"}[best]
-    assert pipeline["chosen"] == specs[best] and phrase in pipeline["message"]
-    assert list(result.report["evaluation"]["systems"])[-3:] == ["hybrid", "hybrid+rerank", "hybrid+base-rerank"]
+              "hybrid+base-rerank": "fine-tuning did not improve"}[best.partition("(")[0]]
+    assert pipeline["chosen"] == pipeline["candidates"][best] and phrase in pipeline["message"]
+    tested = [name for name in pipeline["candidates"] if "(fuse=" not in name or name == best]  # + the served blend
+    assert list(result.report["evaluation"]["systems"])[3:] == tested
 
 
 def test_run_bad_input(tmp_path):
@@ -143,3 +151,5 @@ def test_rerank_depth_follows_the_config_and_the_machine(monkeypatch):
     assert pl._reranked("hybrid:m", "r", default, 500) == f"hybrid:m>rerank(k={pl.CPU_RERANK_K}):r"
     monkeypatch.setattr(pl, "_has_cuda", lambda: True)
     assert pl._reranked("hybrid:m", "r", default, 500) == "hybrid:m>rerank(k=100):r"
+    assert pl._reranked("hybrid:m", "r", default, 500, fuse=0.25) == "hybrid:m>rerank(k=100,fuse=0.25):r"
+    assert pl._reranked("hybrid:m", "r", cfg, 30, fuse=0.5) == "hybrid:m>rerank(fuse=0.5):r"

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ragtune.errors import ConfigError
 
 if TYPE_CHECKING:
-    from ragtune.train.embedding import Pair
+    from ragtune.train.pairs import Pair
 
 logger = logging.getLogger(__name__)
 

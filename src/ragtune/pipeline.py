@@ -9,8 +9,9 @@ Steps (each one a folder of the run directory, see :mod:`ragtune.workspace`)::
     guard     forgetting guard: fine-tuned, a weight mix with the base, or the base -> guard/model (+ guard.json)
     adapter   (optional) a query-side adapter on the frozen base -> train/adapter
     rerank    cross-encoder reranker trained on the train split -> train/reranker/model; on the validation split
-              the best of hybrid, hybrid + fine-tuned reranker and (when the base was a reranker already)
-              hybrid + base reranker is the pipeline to serve (pipeline.json)
+              the best of hybrid, hybrid + fine-tuned reranker, (when the base was a reranker already)
+              hybrid + base reranker, and each reranker blended with the hybrid scores is the pipeline to serve
+              (pipeline.json)
     eval      BM25, base, fine-tuned, hybrid (+ reranker) on the test split -> eval/test.json
     report    report.md + report.json (+ report.html)
 
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 CPU_RERANK_BUDGET_S = 600  # reranker training time on a machine without a GPU, unless the config sets one
 CPU_RERANK_K = 20  # candidates reranked per query on a machine without a GPU, unless eval.rerank_k sets it
+FUSE_WEIGHTS = (0.2, 0.4, 0.6, 0.8)  # weights on the first stage tried for a reranker blend on the validation split
 STEPS = ("ingest", "split", "generate", "train", "guard", "adapter", "rerank", "eval", "report")
 
 
@@ -230,21 +232,34 @@ def _has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def _reranked(first: str, reranker: str | Path, config: RunConfig, corpus_size: int) -> str:
+def _reranked(first: str, reranker: str | Path, config: RunConfig, corpus_size: int, fuse: float = 0.0) -> str:
     """``first>rerank:RERANKER`` at depth ``eval.rerank_k`` (default: ``top_k`` with a GPU, ``CPU_RERANK_K``
-    without); a depth beyond the corpus is left to the stage, which caps it at the corpus size."""
+    without); a depth beyond the corpus is left to the stage, which caps it at the corpus size. ``fuse`` blends the
+    first stage's scores in (see :func:`ragtune.retrieval.rerank.fuse_reranked`)."""
+    from ragtune.retrieval.rerank import rerank_spec
+
     depth = config.eval.rerank_k or (config.eval.top_k if _has_cuda() else CPU_RERANK_K)
-    return f"{first}>rerank(k={depth}):{reranker}" if depth < corpus_size else f"{first}>rerank:{reranker}"
+    return rerank_spec(first, reranker, k=depth if depth < corpus_size else None, fuse=fuse)
+
+
+def _pipeline_specs(first: str, rerankers: dict[str, str | Path], config: RunConfig, corpus_size: int,
+                    weights: tuple[float, ...] = FUSE_WEIGHTS) -> dict[str, str]:
+    """``first`` alone, ``first`` + each reranker, and each reranker blended with ``first`` at each of ``weights``,
+    simplest first (a blend is named ``NAME(fuse=W)``)."""
+    specs = {"hybrid": first}
+    for name, path in rerankers.items():
+        specs[name] = _reranked(first, path, config, corpus_size)
+        specs.update({f"{name}(fuse={w:g})": _reranked(first, path, config, corpus_size, fuse=w) for w in weights})
+    return specs
 
 
 def _rerank(ws: Workspace, config: RunConfig, model_dir: Path) -> dict[str, Any]:
     """Train a cross-encoder on the train split (negatives mined by the hybrid first stage over the fine-tuned
-    model), then serve whichever of ``hybrid``, ``hybrid>rerank`` and, when the base was a cross-encoder already,
-    ``hybrid>rerank:BASE`` scores best on the validation split."""
+    model), then serve whichever of ``hybrid``, ``hybrid>rerank``, ``hybrid>rerank:BASE`` (when the base was a
+    cross-encoder already) and their blends with the hybrid scores does best on the validation split."""
     from ragtune._io import atomic_write_json
     from ragtune.data.beir import load_beir
     from ragtune.evaluate.harness import evaluate_systems
-    from ragtune.retrieval.systems import parse_system
     from ragtune.train.reranker import train_reranker
 
     assert config.reranker is not None
@@ -263,32 +278,30 @@ def _rerank(ws: Workspace, config: RunConfig, model_dir: Path) -> dict[str, Any]
                     "depth; 100 is the usual one)", CPU_RERANK_K)
     result = train_reranker(train, rcfg, ws.path("train", "reranker"), val=val)
     size = len(val.corpus) if val is not None else len(train.corpus)
-    reranked = _reranked(first, result.model_dir, config, size)
-    choice: dict[str, Any] = {"first_stage": first, "reranked": reranked, "chosen": reranked,
+    rerankers: dict[str, str | Path] = {"hybrid+rerank": result.model_dir}
+    choice: dict[str, Any] = {"first_stage": first, "reranked": _reranked(first, result.model_dir, config, size),
                               "reranker": str(result.model_dir)}
-    candidates = {"hybrid": first, "hybrid+rerank": reranked}
+    choice["chosen"] = choice["reranked"]
     if result.fresh_head is False and result.base_path:  # the base was a reranker already: it must be beaten too
         choice["base_reranker"] = result.base_path
-        candidates["hybrid+base-rerank"] = _reranked(first, result.base_path, config, size)
+        rerankers["hybrid+base-rerank"] = result.base_path
     if val is not None and val.qrels:
-        systems = []
-        for name, spec in candidates.items():
-            system = parse_system(spec, config.eval)
-            system.name = name
-            systems.append(system)
-        report = evaluate_systems(val, systems, config.eval.model_copy(update={"bootstrap": 0}))
-        scores = {name: report.systems[name].means["ndcg@10"] for name in candidates}
-        best = max(candidates, key=lambda name: scores[name])  # ties go to the simpler pipeline (listed first)
-        choice.update({"val_ndcg@10": scores, "chosen": candidates[best]})
+        specs = _pipeline_specs(first, rerankers, config, size)
+        report = evaluate_systems(val, specs, config.eval.model_copy(update={"bootstrap": 0}))
+        scores = {name: report.systems[name].means["ndcg@10"] for name in specs}
+        best = max(scores, key=lambda name: scores[name])  # ties go to the simpler pipeline (listed first)
+        choice.update({"candidates": specs, "val_ndcg@10": scores, "chosen": specs[best], "chosen_name": best})
         shown = ", ".join(f"{name} {score:.4f}" for name, score in scores.items())
+        blend = best.partition("(")[2].rstrip(")")
+        served = f" blended with the hybrid scores ({blend})" if blend else ""
         choice["message"] = {
             "hybrid+rerank": f"the fine-tuned reranker wins on validation (nDCG@10: {shown}): the pipeline to serve "
-                             "is hybrid + the fine-tuned reranker",
+                             f"is hybrid + the fine-tuned reranker{served}",
             "hybrid+base-rerank": f"fine-tuning did not improve the reranker on validation (nDCG@10: {shown}): the "
-                                  "pipeline to serve is hybrid + the base reranker, not fine-tuned",
+                                  f"pipeline to serve is hybrid + the base reranker, not fine-tuned{served}",
             "hybrid": f"no reranker beats the first stage on validation (nDCG@10: {shown}): the pipeline to serve is "
-                      "hybrid retrieval alone"}[best]
-        if best != "hybrid+rerank":
+                      "hybrid retrieval alone"}[best.partition("(")[0]]
+        if not best.startswith("hybrid+rerank"):
             logger.warning("rerank: %s", choice["message"])
     else:
         choice["message"] = "no validation split: the reranked pipeline is kept without a check"
@@ -315,7 +328,6 @@ def _evaluate(ws: Workspace, config: RunConfig, model_dir: Path) -> dict[str, An
     from ragtune.data.beir import load_beir, write_run
     from ragtune.evaluate.harness import evaluate_systems
     from ragtune.models import resolve_model
-    from ragtune.retrieval.systems import parse_system
 
     test = load_beir(ws.path("generate", "test"))
     specs = {"bm25": "bm25", "base": f"dense:{resolve_model(config.embedding.base)}",
@@ -323,21 +335,19 @@ def _evaluate(ws: Workspace, config: RunConfig, model_dir: Path) -> dict[str, An
     if config.adapter is not None:
         specs["base+adapter"] = f"adapter:{ws.path('train', 'adapter')}"
     if config.reranker is not None and ws.path("train", "reranker", "model").is_dir():
-        specs["hybrid"] = f"hybrid:{model_dir}"
-        specs["hybrid+rerank"] = _reranked(specs["hybrid"], ws.path("train", "reranker", "model"), config,
-                                           len(test.corpus))
-        chosen = ws.path("rerank", "pipeline.json")
-        base_reranker = json.loads(chosen.read_text(encoding="utf-8")).get("base_reranker") if chosen.is_file() \
-            else None
-        if base_reranker:
-            specs["hybrid+base-rerank"] = _reranked(specs["hybrid"], base_reranker, config, len(test.corpus))
-    systems = []
-    for name, spec in specs.items():
-        system = parse_system(spec, config.eval)
-        system.name = name  # short names for the report; the spec is kept in the manifest
-        systems.append(system)
-    ws.manifest["systems"] = specs
-    report = evaluate_systems(test, systems, config.eval, baseline="base", keep_runs=True)
+        chosen_file = ws.path("rerank", "pipeline.json")
+        chosen = json.loads(chosen_file.read_text(encoding="utf-8")) if chosen_file.is_file() else {}
+        rerankers: dict[str, str | Path] = {"hybrid+rerank": ws.path("train", "reranker", "model")}
+        if chosen.get("base_reranker"):
+            rerankers["hybrid+base-rerank"] = chosen["base_reranker"]
+        # the blend served (if one was chosen on validation) is tested at its weight; the others are not shown
+        served = chosen.get("chosen_name", "")
+        weight = served.partition("(fuse=")[2].rstrip(")")
+        pipelines = _pipeline_specs(f"hybrid:{model_dir}", rerankers, config, len(test.corpus),
+                                    weights=(float(weight),) if weight else ())
+        specs.update({name: spec for name, spec in pipelines.items() if "(fuse=" not in name or name == served})
+    ws.manifest["systems"] = specs  # the report shows the short names; the specs are kept here
+    report = evaluate_systems(test, specs, config.eval, baseline="base", keep_runs=True)
     for name, run in report.runs.items():
         write_run(ws.path("eval", "runs", f"{name}.json"), run)
     report.save(ws.path("eval", "test.json"))

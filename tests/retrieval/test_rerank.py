@@ -14,6 +14,7 @@ from ragtune.retrieval.rerank import (
     CrossEncoderScorer,
     OnnxCrossEncoder,
     RerankSystem,
+    fuse_reranked,
     load_scorer,
     msmarco_onnx_dir,
 )
@@ -69,6 +70,42 @@ def test_rerank_system_reorders_by_scores_and_keeps_the_first_stage(toy):
     assert set(system.query_latency_s) == set(toy.queries) and min(system.query_latency_s.values()) > 0
     assert system.timings["rerank_pairs"] == sum(len(d) for d in system.first_run.values())
     assert system.name == "bm25>rerank(k=4,n=3):ReverseScorer"
+
+
+def test_fuse_blends_the_first_stage_back_in(toy):
+    """fuse=w ranks by w * first-stage + (1 - w) * reranker, each min-max normalised per query: a reranker that
+    reverses BM25 is undone by a blend that leans on BM25, and fuse=0 is the reranker alone."""
+    first = BM25System().search(toy.corpus, toy.queries, 4)
+    order = {q: list(d) for q, d in first.items()}
+    pure = RerankSystem(BM25System(), ReverseScorer(order, toy.corpus), k=4)
+    pure_run = pure.search(toy.corpus, toy.queries, 100)
+    blend = RerankSystem(BM25System(), ReverseScorer(order, toy.corpus), k=4, n=2, fuse=0.9)
+    run = blend.search(toy.corpus, toy.queries, 100)
+    assert blend.name == "bm25>rerank(k=4,n=2,fuse=0.9):ReverseScorer"
+    assert blend.rerank_run == pure_run  # the reranker's own scores over every candidate are kept
+    for qid, docs in run.items():
+        lo, hi = min(first[qid].values()), max(first[qid].values())
+        if hi - lo > 0.5:  # a clear BM25 winner stays first once BM25 has 90 % of the say
+            assert list(docs)[0] == order[qid][0]
+        assert len(docs) == min(2, len(order[qid]))
+    alone = fuse_reranked(pure.first_run, pure.rerank_run, 0.0)
+    assert {q: list(d) for q, d in alone.items()} == {q: list(d) for q, d in pure_run.items()}
+    for bad in ("1", "-0.1", "x"):
+        with pytest.raises(ConfigError, match="fuse"):
+            parse_system(f"bm25>rerank(fuse={bad}):msmarco-onnx")
+
+
+def test_blends_of_one_reranker_score_each_pair_once(toy):
+    """In one evaluation, the reranker's pair scores are shared: a blend of the same reranker adds no calls."""
+    scorer = KeywordScorer()
+    report = evaluate_systems(toy, [RerankSystem(BM25System(), scorer, k=4),
+                                    RerankSystem(BM25System(), scorer, k=4, fuse=0.5),
+                                    RerankSystem(BM25System(), scorer, k=3, fuse=0.25)])
+    assert len(scorer.calls) == len(toy.queries)  # the first system scored everything, the blends none
+    names = list(report.systems)
+    pure, blend = report.systems[names[0]], report.systems[names[1]]
+    assert blend.timings["rerank_queries_reused"] == len(toy.queries)
+    assert blend.timings["latency_p50_ms"] == pytest.approx(pure.timings["latency_p50_ms"], rel=0.5)
 
 
 def test_pipeline_is_scored_per_stage_with_latency(toy, tmp_path):

@@ -36,8 +36,9 @@ def _train_on_toy(toy_beir, base: str, out, **fields):
     return _mrr(base, ds), _mrr(str(result.model_dir), ds), result
 
 
-def test_listwise_training_improves_ranking(toy_beir, tiny_cross_encoder_path, tmp_path):
-    before, after, result = _train_on_toy(toy_beir, tiny_cross_encoder_path, tmp_path / "out", loss="listnet",
+@pytest.mark.parametrize("loss", ["listnet", "lce"])
+def test_listwise_training_improves_ranking(toy_beir, tiny_cross_encoder_path, tmp_path, loss):
+    before, after, result = _train_on_toy(toy_beir, tiny_cross_encoder_path, tmp_path / "out", loss=loss,
                                           epochs=8, batch_size=5, learning_rate=1e-2)
     assert after > before + 0.2, (before, after)
     losses = [entry["loss"] for entry in result.losses]
@@ -45,8 +46,38 @@ def test_listwise_training_improves_ranking(toy_beir, tiny_cross_encoder_path, t
     assert result.steps == 8 and result.n_queries == 5 and result.n_examples == 5
     assert not (tmp_path / "out" / "checkpoints").exists()
     log = json.loads((tmp_path / "out" / "train-log.json").read_text())
-    assert log["config"]["loss"] == "listnet" and log["mining"]["given"] is True
+    assert log["config"]["loss"] == loss and log["mining"]["given"] is True
     assert (result.model_dir / "config_sentence_transformers.json").is_file()  # a standard CrossEncoder dir
+
+
+def test_lce_is_cross_entropy_against_the_positives(tiny_cross_encoder_path):
+    """LCE's target is all on the positives (ListNet's softmax of binary labels is nearly uniform): its value is
+    -log of the positives' softmax share, averaged over the queries."""
+    import torch
+    from sentence_transformers import CrossEncoder
+    from sentence_transformers.cross_encoder.losses import ListNetLoss
+
+    from ragtune.train.reranker import _lce_loss
+
+    model = CrossEncoder(tiny_cross_encoder_path, device="cpu")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for param in model.model.parameters():
+            param.add_(torch.randn_like(param) * 0.5)
+    queries = ["volcano magma", "tea water"]
+    docs = [["magma rises", "green tea", "plants glucose"], ["boiling water tea", "magma", "glucose", "sun"]]
+    labels = [torch.tensor([1.0, 0.0, 0.0]), torch.tensor([1.0, 1.0, 0.0, 0.0])]
+    with torch.no_grad():
+        lce = float(_lce_loss(model)([queries, docs], labels))
+        listnet = float(ListNetLoss(model)([queries, docs], labels))
+        expected = 0.0
+        for query, cands, lbl in zip(queries, docs, labels, strict=True):
+            logits = model.model(**model.tokenizer([query] * len(cands), cands, padding=True,
+                                                   return_tensors="pt")).logits.view(-1)
+            log_p = torch.log_softmax(logits, 0)
+            expected += float(-(log_p * (lbl / lbl.sum())).sum()) / len(queries)
+    assert lce == pytest.approx(expected, rel=1e-4, abs=1e-5)
+    assert abs(lce - listnet) > 1e-3
 
 
 def test_pointwise_bce_training_improves_ranking(toy_beir, tiny_cross_encoder_path, tmp_path):

@@ -225,7 +225,9 @@ def reranker_command(
                                                          "ragtune[rerank]), minilm (packaged MiniLM body + new "
                                                          "head), an HF encoder or an existing CrossEncoder [auto: "
                                                          "msmarco when installed, else minilm]."),
-    loss: str | None = typer.Option(None, "--loss", help="bce (pointwise), listnet or lambda (listwise) [bce]."),
+    loss: str | None = typer.Option(None, "--loss", help="lce (positives against negatives, softmax "
+                                                         "cross-entropy), bce (pointwise), listnet or lambda "
+                                                         "(listwise) [listnet]."),
     negatives: int | None = typer.Option(None, "--negatives", help="Hard negatives per query [7]."),
     first_stage: str | None = typer.Option(None, "--first-stage", metavar="SPEC",
                                            help="Retriever that mines negatives and feeds validation: bm25, "

@@ -203,7 +203,7 @@ def _first_stage(system: RetrievalSystem, dataset: BeirDataset, qids: list[str],
 
 def evaluate_systems(
     dataset: BeirDataset,
-    systems: list[str | RetrievalSystem],
+    systems: list[str | RetrievalSystem] | dict[str, str | RetrievalSystem],
     config: EvalConfig | None = None,
     baseline: str | None = None,
     *,
@@ -211,13 +211,19 @@ def evaluate_systems(
 ) -> EvalReport:
     """Run every system on ``dataset`` and score it over the queries judged in ``dataset.qrels``.
 
+    ``systems`` is a list of specs (or system objects), or a dict ``{name: spec}`` to show each under a short name.
     ``baseline`` (a system name, default the first) is what every other system's paired p-values compare to.
     ``keep_runs`` keeps each system's run in the report (for ``--save-runs`` or fusion afterwards).
     """
     cfg = config or EvalConfig()
     if not systems:
         raise ConfigError("systems is empty: give at least one system spec, e.g. ['bm25', 'dense:minilm']")
-    parsed = [parse_system(s, cfg) for s in systems]
+    parsed = []
+    for name, spec in (systems.items() if isinstance(systems, dict) else ((None, s) for s in systems)):
+        system = parse_system(spec, cfg)
+        if name is not None:
+            system.name = name
+        parsed.append(system)
     names = [s.name for s in parsed]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

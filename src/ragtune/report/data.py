@@ -28,7 +28,8 @@ renderers skip what is missing. Keys, and the file each comes from (later stages
                   {verdict: "pass" | "warn" | "fail", message: str, ...any scalar details (dataset, base,
                   fine_tuned, delta, threshold)}
     pipeline      rerank/pipeline.json or manifest["pipeline"]: {first_stage, reranked, chosen (the spec to serve),
-                  reranker, message, val_ndcg@10: {hybrid, hybrid+rerank}}
+                  chosen_name, reranker, base_reranker, message, candidates: {name: spec}, val_ndcg@10: {name: score}}
+                  (names: hybrid, hybrid+rerank, hybrid+base-rerank, and NAME(fuse=W) for blends)
     cost          *later* manifest["cost"], else the "stats" of generate/train/gen-info.json:
                   {prompt_tokens: int, completion_tokens: int, usd: float, model?: str, requests?: int}
     timings       {steps: {step: seconds}, total_s, systems: {name: {load_s, index_s, search_s, queries_per_s}}}

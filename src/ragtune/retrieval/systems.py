@@ -14,7 +14,8 @@ Valid specs:
 in parentheses before that colon. A pipeline adds later stages with ``>``; :data:`STAGES` maps a stage name to its
 factory. The one stage is ``rerank`` (:mod:`ragtune.retrieval.rerank`): ``hybrid:MODEL>rerank:CROSS_ENCODER``
 reranks the first stage's top 100 with a cross-encoder; ``>rerank(k=50,n=10):CROSS_ENCODER`` takes the top 50 and
-keeps 10 (also ``batch_size``, ``max_length``, ``threads``). CROSS_ENCODER is a CrossEncoder directory or hub name,
+keeps 10; ``>rerank(fuse=0.3):CROSS_ENCODER`` blends 30 % of the first stage's normalised score into the
+reranker's (also ``batch_size``, ``max_length``, ``threads``). CROSS_ENCODER is a CrossEncoder directory or hub name,
 ``msmarco-onnx`` or a ``.onnx`` path.
 """
 
@@ -37,7 +38,8 @@ VALID_FORMS = ("bm25", "dense", "dense:MODEL", "hybrid", "hybrid:MODEL", "hybrid
                "FIRST_STAGE>rerank:CROSS_ENCODER", "FIRST_STAGE>rerank(k=100,n=10):CROSS_ENCODER")
 DEFAULT_SYSTEMS = ("bm25", "dense:minilm")
 
-RunCache = dict[str, tuple[Run, dict[str, float]]]  # system name -> (run, timings)
+# system name -> (run, timings); a rerank stage also keeps its reranker's pair scores and seconds per query there
+RunCache = dict[str, tuple[Run, dict[str, float]]]
 
 
 def reciprocal_rank_fusion(runs: list[Run], k: int = RRF_K, top_k: int | None = None) -> Run:

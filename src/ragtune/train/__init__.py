@@ -1,4 +1,5 @@
-"""Training: one module per trained artifact (``embedding`` now; adapter, reranker, router later).
+"""Training: one module per trained artifact (``embedding``, ``reranker``; adapters live in ``ragtune.adapters``),
+with the embedding trainer's pairs (``pairs``) and losses (``losses``) in modules of their own.
 
 Names are re-exported lazily, so ``import ragtune.train`` stays cheap until a trainer is actually used.
 """
@@ -10,13 +11,13 @@ from typing import Any
 
 _EXPORTS = {
     "NoSharedPositiveBatchSampler": "ragtune.train.embedding",
-    "Pair": "ragtune.train.embedding",
+    "Pair": "ragtune.train.pairs",
     "TrainResult": "ragtune.train.embedding",
-    "LOSSES": "ragtune.train.embedding",
-    "build_loss": "ragtune.train.embedding",
-    "build_pairs": "ragtune.train.embedding",
-    "load_pairs": "ragtune.train.embedding",
-    "passage_text": "ragtune.train.embedding",
+    "LOSSES": "ragtune.train.losses",
+    "build_loss": "ragtune.train.losses",
+    "build_pairs": "ragtune.train.pairs",
+    "load_pairs": "ragtune.train.pairs",
+    "passage_text": "ragtune.train.pairs",
     "train_embedding": "ragtune.train.embedding",
     "RerankerTrainConfig": "ragtune.train.reranker",
     "RerankerTrainResult": "ragtune.train.reranker",

@@ -12,7 +12,9 @@ writes::
     output_dir/checkpoints/           trainer checkpoints and the best model so far; removed after success
 
 Calling it again into the same ``output_dir`` after an interruption resumes from the last complete checkpoint,
-provided the data and configuration are unchanged (a fingerprint guards this).
+provided the data and configuration are unchanged (a fingerprint guards this). Pairs come from
+:mod:`ragtune.train.pairs`, losses from :mod:`ragtune.train.losses`; this module holds the batch sampler, the
+mining and teacher glue, and the trainer.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import random
 import shutil
 import sys
 import time
-from collections.abc import Callable, Collection, Hashable, Iterator, Sequence
+from collections.abc import Collection, Hashable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -37,7 +39,7 @@ from transformers import TrainerCallback
 
 from ragtune._io import atomic_dir, atomic_write_json, text_sha1
 from ragtune.config import EmbeddingTrainConfig
-from ragtune.data.beir import BeirDataset, Corpus, Qrels, Queries
+from ragtune.data.beir import BeirDataset
 from ragtune.errors import DataFormatError
 from ragtune.train.checkpoints import FINGERPRINT_FILE, latest_checkpoint, split_history
 from ragtune.train.distributed import (  # DDP: rank-0-only side effects
@@ -48,72 +50,14 @@ from ragtune.train.distributed import (  # DDP: rank-0-only side effects
     is_main_process,
     world_size,
 )
+from ragtune.train.losses import DISTIL, LOSSES, build_loss, loss_name
+from ragtune.train.pairs import Pair, build_pairs, load_pairs, passage_text, training_pairs
 from ragtune.workspace import config_key
 
 logger = logging.getLogger(__name__)
 
-
-
-def passage_text(doc: dict) -> str:
-    """How a chunk is shown to the encoder: ``"title text"`` (BEIR's convention), or just the text."""
-    title = str(doc.get("title") or "").strip()
-    text = str(doc.get("text") or "").strip()
-    return f"{title} {text}" if title else text
-
-
-@dataclass(frozen=True)
-class Pair:
-    """One training example: a query, the text of its positive chunk, the chunk id and its source document."""
-
-    query: str
-    positive: str
-    positive_id: str
-    doc_id: str
-    query_id: str = ""
-    negatives: tuple[str, ...] = ()  # negatives given with a supervised pair (load_pairs)
-
-
-def _masked_text(text: str, query: str, meta: dict) -> str:
-    """``text`` without the ICT query sentence: by its recorded span, else by exact match; unchanged if absent."""
-    from ragtune.generate.pseudo import cut_spans
-
-    span = meta.get("span")
-    if isinstance(span, list | tuple) and len(span) == 2 and " ".join(text[span[0]:span[1]].split()) == query:
-        return cut_spans(text, [tuple(span)])
-    squashed = " ".join(text.split())
-    if query and query in squashed:
-        return " ".join(squashed.replace(query, " ", 1).split())
-    return text
-
-
-def build_pairs(corpus: Corpus, queries: Queries, qrels: Qrels, metadata: dict[str, dict] | None = None,
-                seed: int = 42) -> list[Pair]:
-    """One :class:`Pair` per positive judgement (score > 0) whose query and chunk exist, shuffled by ``seed``.
-
-    ``positive_id`` is the chunk id (a chunk is a BEIR document); ``doc_id`` is the chunk's ``doc`` field (the
-    source file it was cut from) when present, else the chunk id. When ``metadata[qid]["mask"]`` is true (ICT),
-    the query sentence is cut from the positive passage. Duplicate (query text, chunk) pairs are kept once.
-    """
-    metadata = metadata or {}
-    pairs: list[Pair] = []
-    seen: set[tuple[str, str]] = set()
-    for qid, judged in qrels.items():
-        query = queries.get(qid)
-        if not query:
-            continue
-        meta = metadata.get(qid) or {}
-        for did, score in judged.items():
-            doc = corpus.get(did)
-            if score <= 0 or doc is None or (query, did) in seen:
-                continue
-            seen.add((query, did))
-            text = doc.get("text") or ""
-            if meta.get("mask"):
-                text = _masked_text(text, query, meta)
-            positive = passage_text({"title": doc.get("title"), "text": text})
-            pairs.append(Pair(query, positive, did, str(doc.get("doc") or did), qid))
-    random.Random(seed).shuffle(pairs)
-    return pairs
+__all__ = ["LOSSES", "NoSharedPositiveBatchSampler", "Pair", "TrainResult", "build_loss", "build_pairs",
+           "load_pairs", "passage_text", "train_embedding"]
 
 
 class NoSharedPositiveBatchSampler(DefaultBatchSampler):
@@ -260,16 +204,6 @@ class _Progress(TrainerCallback):
             self.bar.close()
 
 
-def _as_training_data(train: Any) -> tuple[Corpus, Queries, Qrels, dict[str, dict]]:
-    if isinstance(train, BeirDataset):
-        return train.corpus, train.queries, train.qrels, train.query_metadata
-    if isinstance(train, tuple | list) and len(train) in (3, 4):
-        corpus, queries, qrels, *rest = train
-        return corpus, queries, qrels, (rest[0] if rest else None) or {}
-    raise TypeError("train must be a BeirDataset or a tuple (corpus, queries, qrels[, metadata]), a list of Pair, "
-                    f"or the path of a pairs .jsonl file; got {type(train).__name__}")
-
-
 @contextlib.contextmanager
 def _hf_bars_off() -> Iterator[None]:
     """Silence transformers' own bars (loading / writing shards): they would interleave with ours."""
@@ -293,144 +227,6 @@ def _ir_evaluator(val: BeirDataset, batch_size: int):
         queries={q: val.queries[q] for q in relevant}, corpus={d: passage_text(doc) for d, doc in val.corpus.items()},
         relevant_docs=relevant, name="val", batch_size=batch_size, write_csv=False, show_progress_bar=False,
         mrr_at_k=[10], ndcg_at_k=[10], accuracy_at_k=[1, 10], precision_recall_at_k=[10], map_at_k=[100])
-
-
-# --- supervised pairs ------------------------------------------------------------------------------------------
-
-
-def load_pairs(path: str | Path) -> list[Pair]:
-    """Read user-provided training pairs: one JSON object per line, ``{"query": str, "positive": str}`` with an
-    optional ``"negatives": [str, ...]``. Ids are derived from the texts (the same passage gets the same id).
-
-    A bad line is a :class:`~ragtune.errors.DataFormatError` naming ``file:line`` and what to fix. For BEIR qrels
-    (e.g. ``qrels_train.tsv``) use ``load_beir(DIR, qrels=...)`` (CLI: ``--data DIR --qrels FILE``) instead.
-    """
-    from ragtune._io import open_text
-    from ragtune.mining import text_key
-
-    p = Path(path)
-    if not p.is_file():
-        raise DataFormatError(f"--pairs {p}: file not found")
-    if p.suffix in (".tsv", ".txt"):
-        raise DataFormatError(f"--pairs {p}: expected a .jsonl file of {{\"query\", \"positive\"}} objects; for "
-                              "qrels use --data DIR --qrels FILE (e.g. --qrels qrels_train.tsv)")
-    pairs: list[Pair] = []
-    seen: set[tuple[str, str]] = set()
-    with open_text(p) as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{p}:{lineno}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(rec, dict):
-                raise DataFormatError(f"{where}: expected a JSON object with \"query\" and \"positive\", got "
-                                      f"{type(rec).__name__}")
-            unknown = sorted(set(rec) - {"query", "positive", "negatives"})
-            if unknown:
-                raise DataFormatError(f"{where}: unknown field(s) {unknown}; a line has \"query\", \"positive\" "
-                                      "and optionally \"negatives\"")
-            for name in ("query", "positive"):
-                if not isinstance(rec.get(name), str) or not rec[name].strip():
-                    raise DataFormatError(f"{where}: \"{name}\" must be a non-empty string, got "
-                                          f"{rec.get(name)!r}")
-            negs = rec.get("negatives", [])
-            if not isinstance(negs, list) or not all(isinstance(n, str) and n.strip() for n in negs):
-                raise DataFormatError(f"{where}: \"negatives\" must be a list of non-empty strings")
-            query, positive = rec["query"].strip(), rec["positive"].strip()
-            if (query, positive) in seen:
-                continue
-            seen.add((query, positive))
-            pid = f"p{text_key(positive)[:16]}"
-            pairs.append(Pair(query, positive, pid, pid, f"q{text_key(query)[:16]}",
-                              tuple(n.strip() for n in negs if n.strip() != positive)))
-    if not pairs:
-        raise DataFormatError(f"--pairs {p}: no pairs (the file is empty)")
-    return pairs
-
-
-def _training_pairs(train: Any, seed: int) -> tuple[list[Pair], dict[str, str], dict[str, set[str]]]:
-    """``(pairs, {passage id: text} to mine from, {query id: known positive ids})`` for any accepted ``train``."""
-    if isinstance(train, Path) or (isinstance(train, str) and train.endswith((".jsonl", ".jsonl.gz"))):
-        train = load_pairs(train)
-    if isinstance(train, list | tuple) and train and all(isinstance(p, Pair) for p in train):
-        from ragtune.mining import text_key
-
-        pairs = list(train)
-        texts: dict[str, str] = {}
-        known: dict[str, set[str]] = {}
-        for p in pairs:
-            texts[p.positive_id] = p.positive
-            known.setdefault(p.query_id, set()).add(p.positive_id)
-            for n in p.negatives:  # user negatives are candidates for every query, like positives
-                texts.setdefault(f"p{text_key(n)[:16]}", n)
-        return pairs, texts, known
-    corpus, queries, qrels, meta = _as_training_data(train)
-    pairs = build_pairs(corpus, queries, qrels, meta, seed=seed)
-    known = {q: {d for d, s in docs.items() if s > 0} for q, docs in qrels.items()}
-    return pairs, {d: passage_text(doc) for d, doc in corpus.items()}, known
-
-
-# --- losses ----------------------------------------------------------------------------------------------------
-
-
-def _mnrl(model: Any, config: EmbeddingTrainConfig) -> Any:
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
-
-    return MultipleNegativesRankingLoss(model, scale=config.scale)
-
-
-def _cached_mnrl(model: Any, config: EmbeddingTrainConfig) -> Any:
-    from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss
-
-    return CachedMultipleNegativesRankingLoss(model, scale=config.scale, mini_batch_size=config.mini_batch_size)
-
-
-def _margin_mse(model: Any, config: EmbeddingTrainConfig) -> Any:
-    from sentence_transformers.sentence_transformer.losses import MarginMSELoss
-    from sentence_transformers.util import pairwise_cos_sim
-
-    return MarginMSELoss(model, similarity_fct=pairwise_cos_sim)
-
-
-def _kl(model: Any, config: EmbeddingTrainConfig) -> Any:
-    from sentence_transformers.sentence_transformer.losses import DistillKLDivLoss
-    from sentence_transformers.util import pairwise_cos_sim
-
-    # student logits = scale * cosine, as in MNRL; teacher logits = score / teacher_temperature
-    return DistillKLDivLoss(model, similarity_fct=pairwise_cos_sim, student_temperature=1.0 / config.scale,
-                            teacher_temperature=config.teacher_temperature)
-
-
-LOSSES: dict[str, Callable[[Any, EmbeddingTrainConfig], Any]] = {
-    "mnrl": _mnrl, "cached-mnrl": _cached_mnrl, "margin-mse": _margin_mse, "kl": _kl}
-"""Loss factories by the name used in ``EmbeddingTrainConfig.loss``: ``factory(model, config) -> loss module``."""
-
-_DISTIL = ("margin-mse", "kl")
-
-
-def build_loss(model: Any, config: EmbeddingTrainConfig) -> Any:
-    """The loss ``config.loss`` names, wrapped in MatryoshkaLoss when ``config.matryoshka_dims`` is set."""
-    from ragtune.errors import ConfigError
-
-    loss = LOSSES[config.loss](model, config)
-    if config.matryoshka_dims:
-        from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
-
-        dim = model.get_embedding_dimension()
-        if dim is not None and max(config.matryoshka_dims) > dim:
-            raise ConfigError(f"matryoshka_dims={config.matryoshka_dims}: the model's embeddings have {dim} "
-                              f"dimensions; use sizes up to {dim}, e.g. [{dim}, {dim // 2}, {dim // 4}]")
-        loss = MatryoshkaLoss(model, loss, matryoshka_dims=config.matryoshka_dims)
-    return loss
-
-
-def _loss_name(loss: Any) -> str:
-    if hasattr(loss, "matryoshka_dims"):  # a wrapper: name the loss inside too
-        return f"{type(loss).__name__}({type(loss.loss).__name__})"
-    return type(loss).__name__
 
 
 # --- negatives and teacher labels ------------------------------------------------------------------------------
@@ -601,7 +397,7 @@ def train_embedding(train: Any, config: EmbeddingTrainConfig | None = None, outp
     config = config or EmbeddingTrainConfig()
     out = Path(output_dir)
     t0 = time.perf_counter()
-    pairs, texts, known = _training_pairs(train, config.seed)
+    pairs, texts, known = training_pairs(train, config.seed)
     keys = [p.positive_id for p in pairs]
     n_ranks = world_size()  # DDP: batch_size is per process; one step takes a batch on each
     if len(set(keys)) < 2 * n_ranks:
@@ -637,7 +433,7 @@ def train_embedding(train: Any, config: EmbeddingTrainConfig | None = None, outp
         neg_keys = [[n.doc_id for n in r[:config.negatives]] for r in rows]
         for i in range(config.negatives):
             columns[f"negative_{i + 1}"] = [negs[i] for negs in negatives]
-    if config.loss in _DISTIL:
+    if config.loss in DISTIL:
         labels = _teacher_labels(scorer, pairs, negatives)
         if config.loss == "margin-mse":  # teacher margins brought to the student's cosine range (MNRL's scale)
             labels = [[s / (config.teacher_temperature * config.scale) for s in row] for row in labels]
@@ -689,7 +485,7 @@ def train_embedding(train: Any, config: EmbeddingTrainConfig | None = None, outp
     if resume:
         logger.info("resuming fine-tuning from %s (step %d of %d)", resume, resumed_step, total)
     logger.info("fine-tuning %s on %d pairs with %s: batch %d, %d negatives per query, %d steps", config.base,
-                len(pairs), _loss_name(loss), batch_size, config.negatives, total)
+                len(pairs), loss_name(loss), batch_size, config.negatives, total)
     with _hf_bars_off():
         trainer.train(resume_from_checkpoint=resume)
         if is_main_process():  # DDP: the weights are the same on every rank; rank 0 writes them
@@ -704,7 +500,7 @@ def train_embedding(train: Any, config: EmbeddingTrainConfig | None = None, outp
     losses, evals = split_history(trainer.state.log_history)
     result = TrainResult(out / "model", out / "train-log.json", trainer.state.global_step, len(pairs), batch_size,
                          round(time.perf_counter() - t0, 2), resumed_step,
-                         losses[-1]["loss"] if losses else None, losses, evals, loss=_loss_name(loss),
+                         losses[-1]["loss"] if losses else None, losses, evals, loss=loss_name(loss),
                          negatives=config.negatives, mining=mined.stats if mined is not None else None,
                          best_step=keeper.best_step if keeper else None,
                          best_metric=keeper.best_metric if keeper else None,

