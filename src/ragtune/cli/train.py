@@ -227,7 +227,7 @@ def reranker_command(
                                                          "msmarco when installed, else minilm]."),
     loss: str | None = typer.Option(None, "--loss", help="lce (positives against negatives, softmax "
                                                          "cross-entropy), bce (pointwise), listnet or lambda "
-                                                         "(listwise) [listnet]."),
+                                                         "(listwise) [lce]."),
     negatives: int | None = typer.Option(None, "--negatives", help="Hard negatives per query [7]."),
     first_stage: str | None = typer.Option(None, "--first-stage", metavar="SPEC",
                                            help="Retriever that mines negatives and feeds validation: bm25, "

@@ -72,7 +72,7 @@ class RerankerTrainConfig(_Config):
                                           "(ms-marco-MiniLM-L-12 cross-encoder), 'minilm' (packaged MiniLM body + "
                                           "new one-logit head), any HF encoder, or an existing CrossEncoder")
     loss: Literal["lce", "bce", "listnet", "lambda"] = Field(
-        "listnet", description="lce (each query's positives against its negatives, softmax cross-entropy), listwise "
+        "lce", description="lce (each query's positives against its negatives, softmax cross-entropy), listwise "
                                "listnet / lambda, or pointwise bce")
     negatives: int = Field(7, ge=1, le=200, description="hard negatives per query")
     first_stage: str = Field("hybrid", description="retrieval spec used to mine negatives and to build validation "
