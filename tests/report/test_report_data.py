@@ -20,9 +20,11 @@ def test_a_full_run_has_every_section(small_run):
                 "timings", "manifest", "config"):
         assert key in data, key
     ev = data["evaluation"]
-    assert list(ev["systems"]) == ["bm25", "base", "fine-tuned", "hybrid", "hybrid+rerank"]
+    pipeline = data["pipeline"]
+    served = [pipeline["chosen_name"]] if "(fuse=" in pipeline["chosen_name"] else []  # a blend is tested too
+    assert list(ev["systems"]) == ["bm25", "base", "fine-tuned", "hybrid", "hybrid+rerank", *served]
     assert data["guard"]["verdict"] in ("pass", "warn", "fail") and data["guard"]["message"]
-    assert data["pipeline"]["chosen"] in (data["pipeline"]["first_stage"], data["pipeline"]["reranked"])
+    assert pipeline["chosen"] == pipeline["candidates"][pipeline["chosen_name"]]
     verdict = data["verdict"]
     assert verdict["baseline"] == "base" and verdict["candidate"] == "fine-tuned"
     assert verdict["status"] in ("better", "worse", "inconclusive") and verdict["message"]
