@@ -18,7 +18,7 @@ How a query's candidates are chosen:
    NV-Retriever "TopK-PercPos" rule). With several positives the lowest-scoring one sets the bar. With ``both``,
    every candidate passes the dense guard and BM25 candidates the BM25 guard too.
 4. Optionally a teacher (anything with ``predict(pairs, batch_size)``, e.g. a sentence-transformers CrossEncoder or
-   :func:`ragtune.retrieval.rerank.load_scorer`) rescores the first ``teacher_candidates`` survivors and drops those
+   :func:`ragtune.retrieval.scorers.load_scorer`) rescores the first ``teacher_candidates`` survivors and drops those
    it scores above ``teacher(positive) - teacher_margin``.
 5. The first ``num_negatives`` survivors are kept (``sampling="random"``: a seeded sample of the survivors).
 
@@ -119,7 +119,7 @@ def teacher_name(teacher: Any) -> str | None:
 
 def resolve_teacher(teacher: Any, *, max_length: int = 512, device: str | None = None) -> Any:
     """An object with ``predict(pairs, batch_size)``: ``teacher`` itself, or the scorer that
-    :func:`ragtune.retrieval.rerank.load_scorer` builds from a spec string (CrossEncoder dir/name, ``msmarco-onnx``,
+    :func:`ragtune.retrieval.scorers.load_scorer` builds from a spec string (CrossEncoder dir/name, ``msmarco-onnx``,
     a ``.onnx`` path)."""
     if isinstance(teacher, str | Path):
         from ragtune.retrieval.rerank import load_scorer

