@@ -1,5 +1,5 @@
 """Hard-negative mining: known positives never come back, the margin guard drops near-duplicates of the positive,
-BM25 / both miners, the teacher guard and its score cache, determinism, and the sampler's negative-aware batches."""
+the rank guard candidates above it, BM25 / both / retrieval-spec miners, the teacher guard and its score cache, determinism, and the sampler's negative-aware batches."""
 
 from __future__ import annotations
 
@@ -114,6 +114,38 @@ def test_teacher_drops_a_candidate_it_rates_above_the_positive_and_caches_scores
     again = TeacherScorer(Broken(), name=scorer.name, cache_path=tmp_path / "t.sqlite")  # all cached
     assert again.score([("When was the Eiffel Tower completed?", CORPUS["colosseum"])]) == [12.0]
     assert TeacherScorer(RuleTeacher()).name == "RuleTeacher:rule-teacher"
+
+
+def test_a_retrieval_spec_mines_like_the_built_in_dense_miner(minilm, minilm_path):
+    builtin = mine_negatives(PAIRS, CORPUS, num_negatives=3, model=minilm, relative_margin=None)
+    spec = f"dense:{minilm_path}"
+    system = mine_negatives(PAIRS, CORPUS, num_negatives=3, method=spec, relative_margin=None)
+    assert _ids(system, "q1") == _ids(builtin, "q1") and _ids(system, "q2") == _ids(builtin, "q2")
+    assert {n.source for n in system.negatives["q1"]} == {spec} and system.stats["method"] == spec
+    with pytest.raises(ConfigError, match="unknown retriever"):
+        mine_negatives(PAIRS, CORPUS, num_negatives=1, method="tfidf")
+
+
+@pytest.mark.parametrize("guard", ["none", "same-doc", "above"])
+def test_rank_guard_drops_candidates_above_the_positive(guard):
+    # the judged positive (liberty) shares no term with the query, so every BM25 candidate ranks above it;
+    # eiffel-dup was cut from the positive's document
+    pairs = [Pair("When was the Eiffel Tower in Paris completed?", CORPUS["liberty"], "liberty", "docA", "q3")]
+    kw = {"num_negatives": 3, "method": "bm25", "relative_margin": None, "groups": {"liberty": "docA",
+                                                                                      "eiffel-dup": "docA"}}
+    candidates = _ids(mine_negatives(pairs, CORPUS, pad_random=False, **{**kw, "num_negatives": 9}), "q3")
+    assert {"eiffel", "eiffel-dup", "eiffel-copy"} <= set(candidates) and "liberty" not in candidates
+    dropped = {"none": set(), "same-doc": {"eiffel-dup"}, "above": set(candidates)}[guard]
+    mined = mine_negatives(pairs, CORPUS, rank_guard=guard, **kw)
+    negs = _ids(mined, "q3")
+    assert len(negs) == 3 and "liberty" not in negs and not dropped & set(negs)  # padding never takes them back
+    assert mined.stats["rank_guard_dropped"] == len(dropped)
+    if guard != "above":
+        assert "eiffel" in negs  # above the positive but from another document, and not a near copy of it
+    else:
+        assert {n.source for n in mined.negatives["q3"]} == {"random"}
+    with pytest.raises(ConfigError, match="rank_guard"):
+        mine_negatives(pairs, CORPUS, rank_guard="below", **kw)
 
 
 def test_mining_is_deterministic_and_random_sampling_follows_the_seed():

@@ -1,7 +1,7 @@
 """Hard-negative mining with a false-negative guard, and cached cross-encoder teacher scores.
 
-``mine_negatives(pairs, corpus, num_negatives=..., method="dense" | "bm25" | "both", model=...)`` returns, per query,
-the passages that the miner ranks high but that are not positives::
+``mine_negatives(pairs, corpus, num_negatives=..., method="dense" | "bm25" | "both" | SPEC, model=...)`` returns, per
+query, the passages that the miner ranks high but that are not positives::
 
     MinedNegatives.negatives = {query_id: [Negative(doc_id, text, score, source, teacher_score), ...]}  # hardest first
     MinedNegatives.stats     = {"candidates": ..., "positive_skipped": ..., "margin_dropped": ..., ...}
@@ -9,7 +9,9 @@ the passages that the miner ranks high but that are not positives::
 How a query's candidates are chosen:
 
 1. The miner ranks the corpus: ``dense`` = cosine of the base model's embeddings (corpus encoded once),
-   ``bm25`` = :class:`~ragtune.retrieval.bm25.BM25Retriever`, ``both`` = the two lists interleaved.
+   ``bm25`` = :class:`~ragtune.retrieval.bm25.BM25Retriever`, ``both`` = the two lists interleaved; any other
+   string is a retrieval spec (:func:`ragtune.retrieval.systems.parse_system`, e.g. ``hybrid:MODEL``): the first
+   stage a reranker will sit behind mines the candidates it will see.
 2. Known positives are removed: every chunk judged relevant for the query, and every chunk whose text equals a
    positive's text (duplicated chunks). Ranks are counted after this, so ``range_min=3`` skips the three best
    non-positive candidates and ``range_max=30`` looks no further than the 30th.
@@ -17,10 +19,15 @@ How a query's candidates are chosen:
    drops ``score > positive - margin``; ``relative_margin`` drops ``score > positive - |positive| * margin`` (the
    NV-Retriever "TopK-PercPos" rule). With several positives the lowest-scoring one sets the bar. With ``both``,
    every candidate passes the dense guard and BM25 candidates the BM25 guard too.
+   The rank guard (``rank_guard``) looks at the candidates ranked *above* the query's best positive in the miner's
+   list: ``same-doc`` drops those cut from the same source document as a positive (``groups``: chunk id -> document)
+   or sharing at least ``overlap`` of their words with a positive (overlapping chunks, near duplicates); ``above``
+   drops them all (safest with incomplete judgements); ``none`` (default) keeps them.
 4. Optionally a teacher (anything with ``predict(pairs, batch_size)``, e.g. a sentence-transformers CrossEncoder or
    :func:`ragtune.retrieval.scorers.load_scorer`) rescores the first ``teacher_candidates`` survivors and drops those
    it scores above ``teacher(positive) - teacher_margin``.
-5. The first ``num_negatives`` survivors are kept (``sampling="random"``: a seeded sample of the survivors).
+5. The first ``num_negatives`` survivors are kept (``sampling="random"``: a seeded sample of the survivors), topped
+   up with random passages when too few survive (never a positive, nor a candidate a guard dropped).
 
 Why not ``sentence_transformers.util.mine_hard_negatives``: it identifies positives and candidates by text only
 (a masked ICT positive or a duplicated chunk is not recognised as the query's positive and cannot be mapped back to a
@@ -34,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import re
 import sqlite3
 import sys
 import time
@@ -49,7 +57,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MINERS = ("dense", "bm25", "both")
+MINERS = ("dense", "bm25", "both")  # or a retrieval spec string
+RANK_GUARDS = ("none", "same-doc", "above")
 _QUERY_CHUNK = 1024  # queries scored against the corpus at once: bounds the score matrix to 1024 x n_docs
 
 
@@ -69,8 +78,9 @@ class Negative:
 class MinedNegatives:
     """Negatives per query id (hardest first), the miner's positive score per query, and counts.
 
-    ``stats`` keys: ``queries``, ``wanted`` (negatives per query), ``candidates`` (inside the rank window),
+    ``stats`` keys: ``method``, ``queries``, ``wanted`` (negatives per query), ``candidates`` (inside the rank window),
     ``positive_skipped`` (known positives / duplicates met in the ranking), ``margin_dropped`` (miner guard),
+    ``rank_guard_dropped`` (candidates above the positive that the rank guard dropped),
     ``teacher_scored`` / ``teacher_dropped`` (teacher guard), ``kept``, ``user`` (given with the pairs), ``padded``
     (random fill), ``short_queries`` (queries with fewer hard negatives than wanted), ``seconds``.
     """
@@ -283,6 +293,27 @@ def _bm25_rankings(doc_ids: list[str], corpus: Mapping[str, str], queries: dict[
     return ranked, pos_scores
 
 
+def _system_rankings(spec: str, doc_ids: list[str], corpus: Mapping[str, str], queries: dict[str, str],
+                     positives: dict[str, set[str]], k: int):
+    """Top-``k`` (doc index, score) per query from the retrieval system ``spec`` names, and its scores of the
+    positives it retrieved."""
+    from ragtune.retrieval.systems import parse_system
+
+    index = {d: i for i, d in enumerate(doc_ids)}
+    run = parse_system(spec).search({d: {"text": corpus[d]} for d in doc_ids}, queries, min(k, len(doc_ids)))
+    ranked: dict[str, list[tuple[int, float]]] = {}
+    pos_scores: dict[str, dict[str, float]] = {}
+    for qid in queries:
+        hits = sorted(run.get(qid, {}).items(), key=lambda kv: (-kv[1], kv[0]))
+        ranked[qid] = [(index[d], float(s)) for d, s in hits]
+        pos_scores[qid] = {d: float(s) for d, s in hits if d in positives[qid]}
+    return ranked, pos_scores
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"\w+", text.lower()))
+
+
 def _too_close(score: float, positive: float, absolute: float | None, relative: float | None) -> bool:
     if absolute is not None and score > positive - absolute:
         return True
@@ -304,8 +335,12 @@ def mine_negatives(
     teacher: Any = None,
     teacher_margin: float | None = None,
     teacher_candidates: int | None = None,
+    rank_guard: Literal["none", "same-doc", "above"] = "none",
+    groups: Mapping[str, str] | None = None,
+    overlap: float = 0.6,
     sampling: Literal["top", "random"] = "top",
     pad_random: bool = True,
+    pad_with_dropped: bool = False,
     seed: int = 42,
     batch_size: int = 128,
     bm25_language: str = "auto",
@@ -317,7 +352,8 @@ def mine_negatives(
         pairs: training pairs (``query_id``, ``query``, ``positive_id``, ``positive``, optional ``negatives`` texts
             given by the user, which come first and are counted as ``user``).
         corpus: every passage a negative may come from; it must hold each ``positive_id``.
-        method: ``dense`` (needs ``model``, a SentenceTransformer), ``bm25`` or ``both``.
+        method: ``dense`` (needs ``model``, a SentenceTransformer), ``bm25``, ``both``, or a retrieval spec
+            (``hybrid:MODEL``, ``dense:MODEL``, ...) whose system ranks the corpus.
         known_positives: extra positives per query id (e.g. all judged chunks from the qrels); the pairs' own
             positives are always known.
         range_min / range_max: skip the best ``range_min`` non-positive candidates; look no further than rank
@@ -326,12 +362,19 @@ def mine_negatives(
         teacher: a :class:`TeacherScorer` (or an object with ``predict``, wrapped in an uncached one); with
             ``teacher_margin`` set it drops candidates scoring above ``teacher(positive) - teacher_margin``.
         teacher_candidates: how many guard survivors per query the teacher rescores (default ``2 * n + 2``).
+        rank_guard / groups / overlap: the guard on candidates ranked above the best positive (see the module doc);
+            ``groups`` maps chunk ids to their source document (``same-doc``).
         sampling: ``top`` keeps the best survivors, ``random`` a seeded sample of them.
         pad_random: fill queries with too few survivors with random non-positive passages (seeded per query),
-            so every training row has the same number of negatives.
+            so every training row has the same number of negatives. Never a candidate a guard dropped (a likely
+            unjudged positive), unless ``pad_with_dropped`` and a tiny corpus has nothing else.
     """
-    if method not in MINERS:
-        raise ConfigError(f"mine_with={method!r}: use one of {', '.join(MINERS)}")
+    if not isinstance(method, str) or not method.strip():
+        raise ConfigError(f"mine_with={method!r}: use one of {', '.join(MINERS)} or a retrieval spec")
+    if rank_guard not in RANK_GUARDS:
+        raise ConfigError(f"rank_guard={rank_guard!r}: use one of {', '.join(RANK_GUARDS)}")
+    if not 0 < overlap <= 1:
+        raise ConfigError(f"overlap={overlap}: a share of words, in (0, 1]")
     if num_negatives < 1:
         raise ConfigError(f"num_negatives={num_negatives}: must be at least 1 to mine anything")
     if not 0 <= range_min < range_max:
@@ -368,6 +411,8 @@ def mine_negatives(
     rankings: dict[str, tuple[dict, dict]] = {}
     if method in ("bm25", "both"):
         rankings["bm25"] = _bm25_rankings(doc_ids, corpus, queries, positives, fetch, bm25_language, show)
+    if method not in MINERS:
+        rankings[method] = _system_rankings(method, doc_ids, corpus, queries, positives, fetch)
     dense_of: dict[str, dict[str, float]] = {}  # with "both": the cosine of every BM25 candidate too
     if method in ("dense", "both"):
         extra = ({q: [doc_ids[i] for i, _ in r] for q, r in rankings["bm25"][0].items()} if method == "both"
@@ -376,43 +421,57 @@ def mine_negatives(
                                            extra)
         rankings["dense"] = (ranked, {q: {d: s[d] for d in positives[q] if d in s} for q, s in dense_of.items()})
 
-    stats = {"queries": len(queries), "wanted": num_negatives, "candidates": 0, "positive_skipped": 0,
-             "margin_dropped": 0, "teacher_scored": 0, "teacher_dropped": 0, "kept": 0, "user": 0, "padded": 0,
-             "short_queries": 0}
+    stats = {"method": method, "queries": len(queries), "wanted": num_negatives, "candidates": 0,
+             "positive_skipped": 0, "margin_dropped": 0, "rank_guard_dropped": 0, "teacher_scored": 0,
+             "teacher_dropped": 0, "kept": 0, "user": 0, "padded": 0, "short_queries": 0}
+    groups = groups or {}
     survivors: dict[str, list[Negative]] = {}
+    considered: dict[str, set[str]] = {}  # every candidate of a query: random padding never takes a dropped one
     positive_scores: dict[str, float] = {}
+    sources = sorted(rankings, key=lambda src: src != "dense")  # "both": dense first, then BM25
     for qid in queries:
         bars = {src: min(pos.get(qid, {}).values(), default=None) for src, (_, pos) in rankings.items()}
-        if "dense" in bars and bars["dense"] is not None:
-            positive_scores[qid] = bars["dense"]
-        elif bars.get("bm25") is not None:
-            positive_scores[qid] = bars["bm25"]
+        bar = next((bars[src] for src in sources if bars[src] is not None), None)
+        if bar is not None:
+            positive_scores[qid] = bar
         windows = {}
-        for src, (ranked, _) in rankings.items():
+        for src in sources:
             clean = []
-            for i, s in ranked[qid]:
+            ranked = rankings[src][0][qid]
+            best = None  # rank of the best positive (or a copy of one): the rank guard looks above it
+            for rank, (i, s) in enumerate(ranked):
                 d = doc_ids[i]
                 if d in positives[qid] or corpus[d] in pos_texts[qid]:
                     stats["positive_skipped"] += 1
+                    best = rank if best is None else best
                 else:
-                    clean.append((d, s))
+                    clean.append((d, s, best is None))
             windows[src] = clean[range_min:range_max]
-        order: list[tuple[str, float, str]] = []
+        order: list[tuple[str, float, str, bool]] = []
         seen: set[str] = set()
         for rank in range(max(len(w) for w in windows.values())):
-            for src in ("dense", "bm25"):
-                if src in windows and rank < len(windows[src]) and windows[src][rank][0] not in seen:
+            for src in sources:
+                if rank < len(windows[src]) and windows[src][rank][0] not in seen:
                     seen.add(windows[src][rank][0])
-                    order.append((windows[src][rank][0], windows[src][rank][1], src))
+                    order.append((*windows[src][rank], src))
         stats["candidates"] += len(order)
+        considered[qid] = seen
+        pos_groups = {groups[p] for p in positives[qid] if p in groups}
+        pos_words = [_words(t) for t in pos_texts[qid]] if rank_guard == "same-doc" else []
         kept = []
-        for d, s, src in order:
+        for d, s, above, src in order:
             checks = [(s, bars[src])]
             if method == "both" and src == "bm25" and d in dense_of.get(qid, {}):
                 checks.append((dense_of[qid][d], bars["dense"]))
             if any(bar is not None and _too_close(sc, bar, absolute_margin, relative_margin) for sc, bar in checks):
                 stats["margin_dropped"] += 1
                 continue
+            if above and rank_guard != "none":
+                words = _words(corpus[d]) if rank_guard == "same-doc" else set()
+                if rank_guard == "above" or groups.get(d) in pos_groups or any(
+                        len(words & pw) >= overlap * max(1, min(len(words), len(pw))) for pw in pos_words):
+                    stats["rank_guard_dropped"] += 1
+                    continue
             kept.append(Negative(d, corpus[d], s, src))
         survivors[qid] = kept
 
@@ -440,21 +499,23 @@ def mine_negatives(
             stats["short_queries"] += 1
             if pad_random:
                 used = {c.doc_id for c in chosen}
-                tries = 0
-                while len(chosen) < num_negatives and tries < 50 * num_negatives:
-                    tries += 1
-                    d = doc_ids[rng.randrange(len(doc_ids))]
-                    if d in used or d in positives[qid] or corpus[d] in pos_texts[qid]:
-                        continue
-                    used.add(d)
-                    chosen.append(Negative(d, corpus[d], None, "random"))
-                    stats["padded"] += 1
+                for avoid in (considered.get(qid, set()), set()) if pad_with_dropped else (considered.get(qid, set()),):
+                    tries = 0
+                    while len(chosen) < num_negatives and tries < 50 * num_negatives:
+                        tries += 1
+                        d = doc_ids[rng.randrange(len(doc_ids))]
+                        if d in used or d in avoid or d in positives[qid] or corpus[d] in pos_texts[qid]:
+                            continue
+                        used.add(d)
+                        chosen.append(Negative(d, corpus[d], None, "random"))
+                        stats["padded"] += 1
         result[qid] = chosen
     stats["seconds"] = round(time.perf_counter() - t0, 2)
     logger.info("mined %d hard negatives for %d queries with %s (%d candidates: %d positives/duplicates skipped, "
-                "%d dropped by the margin guard, %d by the teacher; %d padded with random passages) in %.1f s",
-                stats["kept"], stats["queries"], method, stats["candidates"], stats["positive_skipped"],
-                stats["margin_dropped"], stats["teacher_dropped"], stats["padded"], stats["seconds"])
+                "%d dropped by the margin guard, %d by the %s rank guard, %d by the teacher; %d padded with random "
+                "passages) in %.1f s", stats["kept"], stats["queries"], method, stats["candidates"],
+                stats["positive_skipped"], stats["margin_dropped"], stats["rank_guard_dropped"], rank_guard,
+                stats["teacher_dropped"], stats["padded"], stats["seconds"])
     return MinedNegatives(result, positive_scores, stats)
 
 

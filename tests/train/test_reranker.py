@@ -142,7 +142,7 @@ def test_false_negative_guard_and_positive_skipping(guard, dropped):
     assert "pos" not in negs["q"] and stats["positive_skipped"] == 1
     assert not (set(negs["q"]) - {"far"}) & (dropped & above)
     assert (above - dropped) <= set(negs["q"])
-    assert stats["guard_dropped"] == len(dropped & above)
+    assert stats["rank_guard_dropped"] == len(dropped & above)
 
 
 def test_examples_for_each_loss():

@@ -275,7 +275,8 @@ def _mine(pairs: list[Pair], texts: dict[str, str], known: dict[str, set[str]], 
                 known_positives=known, range_min=config.mine_range_min, range_max=config.mine_range_max,
                 absolute_margin=config.absolute_margin, relative_margin=config.relative_margin, teacher=scorer,
                 teacher_margin=config.teacher_margin, teacher_candidates=config.teacher_candidates,
-                sampling=config.mine_sampling, seed=config.seed, batch_size=max(batch_size, 128))
+                sampling=config.mine_sampling, pad_with_dropped=True, seed=config.seed,
+                batch_size=max(batch_size, 128))  # every row needs `negatives` texts
             atomic_write_json(path, {"key": key, "result": mined.to_dict()})
     barrier()
     if not is_main_process():

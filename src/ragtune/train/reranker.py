@@ -17,10 +17,11 @@ from a bi-encoder body rarely pays: on SciFact's real claims neither BCE nor Lis
 value within 80 steps (nor BCE within a whole epoch), and the model reranked worse than BM25 — such a body has never
 read a query and a passage together. Start from a cross-encoder when there is one.
 
-Negatives: unless given (``negatives={query_id: [doc_id, ...]}``, e.g. from :mod:`ragtune.mining`), they are mined
-with the first stage the reranker will sit behind (``first_stage``, default ``hybrid``), so it trains on the
-candidates it will see. Of each query's top ``mine_top_k``, known positives (judged > 0, or the same text as a
-positive) are skipped, then the false-negative guard looks at the candidates ranked *above* the best positive:
+Negatives: unless given (``negatives={query_id: [doc_id, ...]}``), they are mined by
+:func:`ragtune.mining.mine_negatives` with the first stage the reranker will sit behind (``first_stage``, default
+``hybrid``), so it trains on the candidates it will see. Of each query's top ``mine_top_k``, known positives (judged
+> 0, or the same text as a positive) are skipped, then the false-negative guard looks at the candidates ranked
+*above* the best positive:
 
 - ``same-doc`` (default): drop those cut from the same source document as a positive (the chunk's ``doc`` field)
   or sharing at least ``overlap`` of their words with a positive (overlapping chunks, near duplicates): they likely
@@ -46,7 +47,6 @@ import json
 import logging
 import math
 import random
-import re
 import shutil
 import sys
 import time
@@ -130,10 +130,6 @@ class RerankerTrainResult:
 # --- negatives ----------------------------------------------------------------------------------------------------
 
 
-def _words(text: str) -> set[str]:
-    return set(re.findall(r"\w+", text.lower()))
-
-
 def _positives(dataset: BeirDataset) -> dict[str, list[str]]:
     """Judged-relevant doc ids per query that has text and at least one positive in the corpus."""
     out = {}
@@ -146,61 +142,21 @@ def _positives(dataset: BeirDataset) -> dict[str, list[str]]:
 
 def mine_negatives(dataset: BeirDataset, config: RerankerTrainConfig,
                    positives: dict[str, list[str]] | None = None) -> tuple[dict[str, list[str]], dict[str, Any]]:
-    """Hard negatives per query from ``config.first_stage`` (see the module doc for the guard), and counts."""
+    """Hard negatives per query from ``config.first_stage`` and the counts of :func:`ragtune.mining.mine_negatives`,
+    which does the work: its rank guard is ``config.false_negative_guard`` over the chunks' source documents."""
+    from ragtune.mining import mine_negatives as mine
     from ragtune.retrieval.bm25 import doc_text
-    from ragtune.retrieval.systems import parse_system
+    from ragtune.train.pairs import Pair
 
     positives = positives if positives is not None else _positives(dataset)
-    corpus = dataset.corpus
-    t0 = time.perf_counter()
-    k = min(config.mine_top_k + max(len(p) for p in positives.values()), len(corpus))
-    queries = {q: dataset.queries[q] for q in positives}
-    run = parse_system(config.first_stage).search(corpus, queries, k)
-    stats = {"first_stage": config.first_stage, "queries": len(queries), "candidates": 0, "positive_skipped": 0,
-             "guard_dropped": 0, "kept": 0, "padded": 0, "seconds": 0.0}
-    doc_ids = list(corpus)
-    out: dict[str, list[str]] = {}
-    for qid, pos in positives.items():
-        pos_set = set(pos)
-        pos_texts = {doc_text(corpus[d]) for d in pos}
-        pos_words = [_words(t) for t in pos_texts]
-        pos_docs = {str(corpus[d].get("doc")) for d in pos if corpus[d].get("doc")}
-        ranked = [d for d, _ in sorted(run.get(qid, {}).items(), key=lambda kv: (-kv[1], kv[0]))]
-        best = next((i for i, d in enumerate(ranked) if d in pos_set), len(ranked))
-        kept, dropped = [], set()
-        for rank, d in enumerate(ranked[:config.mine_top_k + len(pos)]):
-            text = doc_text(corpus[d])
-            if d in pos_set or text in pos_texts:
-                stats["positive_skipped"] += 1
-                continue
-            stats["candidates"] += 1
-            if rank < best and config.false_negative_guard != "none":
-                words = _words(text)
-                close = config.false_negative_guard == "above" or str(corpus[d].get("doc")) in pos_docs or any(
-                    len(words & pw) >= config.overlap * max(1, min(len(words), len(pw))) for pw in pos_words)
-                if close:
-                    stats["guard_dropped"] += 1
-                    dropped.add(d)
-                    continue
-            kept.append(d)
-        rng = random.Random(f"{config.seed}:{qid}")
-        chosen = rng.sample(kept, min(config.negatives, len(kept))) if config.sampling == "random" else \
-            kept[:config.negatives]
-        stats["kept"] += len(chosen)
-        tries = 0
-        while len(chosen) < config.negatives and tries < 50 * config.negatives and len(doc_ids) > len(pos_set):
-            tries += 1
-            d = doc_ids[rng.randrange(len(doc_ids))]
-            if d not in pos_set and d not in chosen and d not in dropped and doc_text(corpus[d]) not in pos_texts:
-                chosen.append(d)
-                stats["padded"] += 1
-        out[qid] = chosen
-    stats["seconds"] = round(time.perf_counter() - t0, 2)
-    logger.info("mined %d hard negatives for %d queries with %s (%d skipped as positives, %d dropped by the %s "
-                "guard, %d random fill) in %.1f s", stats["kept"], len(queries), config.first_stage,
-                stats["positive_skipped"], stats["guard_dropped"], config.false_negative_guard, stats["padded"],
-                stats["seconds"])
-    return out, stats
+    texts = {d: doc_text(doc) for d, doc in dataset.corpus.items()}
+    groups = {d: str(doc["doc"]) for d, doc in dataset.corpus.items() if doc.get("doc")}
+    pairs = [Pair(dataset.queries[q], texts[d], d, groups.get(d, d), q) for q, pos in positives.items() for d in pos]
+    mined = mine(pairs, texts, num_negatives=config.negatives, method=config.first_stage, range_max=config.mine_top_k,
+                 relative_margin=None, rank_guard=config.false_negative_guard, groups=groups, overlap=config.overlap,
+                 sampling=config.sampling, seed=config.seed)
+    return {q: [n.doc_id for n in negs] for q, negs in mined.negatives.items()}, \
+        {"first_stage": config.first_stage, **mined.stats}
 
 
 def _given_negatives(dataset: BeirDataset, positives: dict[str, list[str]],
