@@ -52,20 +52,25 @@ def worker(args: argparse.Namespace) -> None:
     ds = load_train_source(Path(args.data), args.source)
     train, val = split_by_document(ds, max_pairs=args.max_pairs)
     fields = {"base": args.reranker_base, "first_stage": f"hybrid:{args.base}", **json.loads(args.config or "{}")}
-    cfg = RerankerTrainConfig(**fields)
-    result = train_reranker(train, cfg, out / "train", val=val)
-    info = {"model": str(result.model_dir), "config": cfg.model_dump(mode="json"),
-            "train_s": round(time.perf_counter() - t0, 1),
-            **{k: v for k, v in result.to_dict().items() if k not in ("model_dir", "losses", "evals")}}
-    info.update(peak_memory())
+    if args.reuse and (out / "result.json").is_file():  # a model trained by an earlier run into this --out
+        info = json.loads((out / "result.json").read_text())
+        print(f"reusing {info['model']} (trained in {info['train_s']} s)", flush=True)
+    else:
+        cfg = RerankerTrainConfig(**fields)
+        result = train_reranker(train, cfg, out / "train", val=val)
+        info = {"model": str(result.model_dir), "config": cfg.model_dump(mode="json"),
+                "train_s": round(time.perf_counter() - t0, 1),
+                **{k: v for k, v in result.to_dict().items() if k not in ("model_dir", "losses", "evals")}}
+        info.update(peak_memory())
     # as `ragtune run` does: on the validation split, the reranker alone or blended with the hybrid scores
     first, depth = fields["first_stage"], min(args.top_k, len(val.corpus))
-    specs = {"hybrid": first, "rerank": rerank_spec(first, result.model_dir, k=depth)}
-    specs.update({f"fuse={w:g}": rerank_spec(first, result.model_dir, k=depth, fuse=w) for w in FUSE_WEIGHTS})
-    report = evaluate_systems(val, specs, EvalConfig(bootstrap=0))
-    info["val_ndcg@10"] = {name: round(r.means["ndcg@10"], 4) for name, r in report.systems.items()}
-    best = max(list(specs)[1:], key=lambda name: info["val_ndcg@10"][name])
-    info["fuse"] = float(best.partition("=")[2] or 0.0)
+    if not (args.reuse and info.get("fuse_depth") == depth):
+        specs = {"hybrid": first, "rerank": rerank_spec(first, info["model"], k=depth)}
+        specs.update({f"fuse={w:g}": rerank_spec(first, info["model"], k=depth, fuse=w) for w in FUSE_WEIGHTS})
+        report = evaluate_systems(val, specs, EvalConfig(bootstrap=0))
+        info["val_ndcg@10"] = {name: round(r.means["ndcg@10"], 4) for name, r in report.systems.items()}
+        best = max(list(specs)[1:], key=lambda name: info["val_ndcg@10"][name])
+        info["fuse"], info["fuse_depth"] = float(best.partition("=")[2] or 0.0), depth
     (out / "result.json").write_text(json.dumps(info, indent=2, default=str))
 
 
@@ -82,6 +87,8 @@ def main() -> None:
     ap.add_argument("--top-k", type=int, default=100)
     ap.add_argument("--max-pairs", type=int)
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--reuse", action="store_true", help="evaluate the rerankers an earlier run trained into --out "
+                                                         "instead of training them again")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--source", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -103,6 +110,8 @@ def main() -> None:
                "--reranker-base", args.reranker_base, "--config", args.config, "--top-k", str(args.top_k)]
         if args.max_pairs:
             cmd += ["--max-pairs", str(args.max_pairs)]
+        if args.reuse:
+            cmd.append("--reuse")
         print(f"[{time.strftime('%H:%M:%S')}] training reranker on {source}", flush=True)
         results[source] = run_worker(str(Path(__file__).resolve()), cmd, out / "result.json",
                                      root / f"{source}.log")
