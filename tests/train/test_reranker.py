@@ -145,6 +145,11 @@ def test_false_negative_guard_and_positive_skipping(guard, dropped):
     assert stats["rank_guard_dropped"] == len(dropped & above)
 
 
+def test_a_bare_dense_first_stage_mines_with_the_packaged_minilm():
+    negs, stats = mine_negatives(_guard_set(), RerankerTrainConfig(first_stage="dense", negatives=2))
+    assert len(negs["q"]) == 2 and "pos" not in negs["q"] and stats["method"] == "dense:minilm"
+
+
 def test_examples_for_each_loss():
     ds = _guard_set()
     pos, negs = {"q": ["pos"]}, {"q": ["far", "below"]}

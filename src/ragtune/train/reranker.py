@@ -152,7 +152,9 @@ def mine_negatives(dataset: BeirDataset, config: RerankerTrainConfig,
     texts = {d: doc_text(doc) for d, doc in dataset.corpus.items()}
     groups = {d: str(doc["doc"]) for d, doc in dataset.corpus.items() if doc.get("doc")}
     pairs = [Pair(dataset.queries[q], texts[d], d, groups.get(d, d), q) for q, pos in positives.items() for d in pos]
-    mined = mine(pairs, texts, num_negatives=config.negatives, method=config.first_stage, range_max=config.mine_top_k,
+    # a retrieval spec; bare "dense" (the packaged MiniLM as a spec) would be mining's own model-less dense miner
+    method = "dense:minilm" if config.first_stage.strip() == "dense" else config.first_stage
+    mined = mine(pairs, texts, num_negatives=config.negatives, method=method, range_max=config.mine_top_k,
                  relative_margin=None, rank_guard=config.false_negative_guard, groups=groups, overlap=config.overlap,
                  sampling=config.sampling, seed=config.seed)
     return {q: [n.doc_id for n in negs] for q, negs in mined.negatives.items()}, \
