@@ -93,3 +93,11 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def text_sha1(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def text_key(*parts: str) -> str:
+    """sha1 of ``parts`` joined by NUL bytes (lone surrogates allowed): a cache or id key for texts."""
+    h = hashlib.sha1()
+    for part in parts:
+        h.update(part.encode("utf-8", "surrogatepass") + b"\0")
+    return h.hexdigest()

@@ -121,7 +121,7 @@ class EmbeddingTrainConfig(_Config):
 
     @field_serializer("teacher")
     def _teacher_name(self, value: Any) -> str | None:
-        from ragtune.mining import teacher_name
+        from ragtune.teacher import teacher_name
 
         return value if value is None or isinstance(value, str) else teacher_name(value) or type(value).__name__
 

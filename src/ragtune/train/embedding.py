@@ -291,7 +291,7 @@ def _resolved_base(config: EmbeddingTrainConfig) -> str:
 
 
 def _teacher_scorer(config: EmbeddingTrainConfig, out: Path, cuda: bool) -> Any:
-    from ragtune.mining import TeacherScorer, resolve_teacher, teacher_name
+    from ragtune.teacher import TeacherScorer, resolve_teacher, teacher_name
 
     if config.teacher is None:
         return None

@@ -93,8 +93,7 @@ def load_pairs(path: str | Path) -> list[Pair]:
     A bad line is a :class:`~ragtune.errors.DataFormatError` naming ``file:line`` and what to fix. For BEIR qrels
     (e.g. ``qrels_train.tsv``) use ``load_beir(DIR, qrels=...)`` (CLI: ``--data DIR --qrels FILE``) instead.
     """
-    from ragtune._io import open_text
-    from ragtune.mining import text_key
+    from ragtune._io import open_text, text_key
 
     p = Path(path)
     if not p.is_file():
@@ -144,7 +143,7 @@ def training_pairs(train: Any, seed: int) -> tuple[list[Pair], dict[str, str], d
     if isinstance(train, Path) or (isinstance(train, str) and train.endswith((".jsonl", ".jsonl.gz"))):
         train = load_pairs(train)
     if isinstance(train, list | tuple) and train and all(isinstance(p, Pair) for p in train):
-        from ragtune.mining import text_key
+        from ragtune._io import text_key
 
         pairs = list(train)
         texts: dict[str, str] = {}
