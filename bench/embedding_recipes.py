@@ -10,6 +10,8 @@ ragtune's evaluator on the set's test qrels and on a set from another domain (``
 - ``ragtune``: ``ragtune.train_embedding`` with ragtune's default recipe (hard negatives, validation on a
   document-level split, best checkpoint) followed by the forgetting guard.
 - more ragtune variants with ``--variant NAME='{"loss": "kl", ...}'`` (EmbeddingTrainConfig fields).
+- ``--unguarded`` also scores the fine-tuned model itself whenever the guard handed over a weight mix or the base,
+  so the table shows what the guard traded away on the test set for what it kept on the general check set.
 
 Each recipe runs in its own process, so its runtime and peak memory are its own::
 
@@ -77,7 +79,8 @@ def ragtune_recipe(args: argparse.Namespace, out: Path) -> dict:
     cfg = EmbeddingTrainConfig(base=args.base, **overrides)
     result = train_embedding(train, cfg, out / "train", val=val)
     guard = guard_model(args.base, str(result.model_dir), val, out / "guard", GuardConfig())
-    return {"model": str(guard.model_dir), "pairs": result.n_pairs, "steps": result.steps,
+    return {"model": str(guard.model_dir), "trained_model": str(result.model_dir), "pairs": result.n_pairs,
+            "steps": result.steps,
             "config": cfg.model_dump(mode="json"), "guard": guard.decision, "alpha": guard.alpha,
             "best_step": getattr(result, "best_step", None), "mining": getattr(result, "mining", None)}
 
@@ -105,6 +108,9 @@ def main() -> None:
     ap.add_argument("--teacher-by-source", action="append", default=[], help="SOURCE=PATH (overrides --teacher)")
     ap.add_argument("--max-pairs", type=int, help="cap training pairs (smoke tests)")
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--unguarded", action="store_true",
+                    help="also score the fine-tuned model the forgetting guard did not hand over (a weight mix or "
+                         "the base was kept), as row 'RECIPE/SOURCE unguarded'")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--source", help=argparse.SUPPRESS)
     ap.add_argument("--config", help=argparse.SUPPRESS)
@@ -149,6 +155,8 @@ def main() -> None:
             # each model is scored (with the base beside it, for the paired test) as soon as it exists, so an
             # interrupted run still has every finished row
             pair = {**base, key: f"dense:{results[key]['model']}"}
+            if args.unguarded and results[key].get("guard") not in (None, "fine-tuned"):
+                pair[f"{key} unguarded"] = f"dense:{results[key]['trained_model']}"
             for split, path in (("test", args.data), ("cross", args.cross)):
                 if path:
                     ev = evaluate_models(Path(path), pair, bootstrap=args.bootstrap)
@@ -179,7 +187,7 @@ def table(summary: dict) -> str:
             c = by_name["cross"][name]
             delta = c["means"]["ndcg@10"] - by_name["cross"]["base"]["means"]["ndcg@10"]
             row += f" {fmt_ci(c)} | {delta * 100:+.2f} pt |"
-        guard = r.get("guard") or ""
+        guard = r.get("guard") or ("none (the fine-tuned model)" if name.endswith(" unguarded") else "")
         if r.get("alpha") is not None and guard == "interpolated":
             guard += f" α={r['alpha']}"
         mem = f"{r.get('peak_cuda_mb', '-')} / {r.get('peak_rss_mb', '-')}" if r else ""

@@ -19,12 +19,35 @@ def test_train_embedding_on_generated_queries_with_validation(toy_beir, tiny_mod
     out = tmp_path / "model"
     result = runner.invoke(app, ["-q", "train", "embedding", "--data", str(toy_beir), "--base", tiny_model_path,
                                  "--output", str(out), "--max-steps", "2", "--batch-size", "64", "--lr", "1e-4",
-                                 "--val", str(tmp_path / "val"), "--json"])
+                                 "--val", str(tmp_path / "val"), "--json",
+                                 "--max-general-drop", "0.02"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["steps"] == 2 and summary["batch_size"] == 6  # clamped to the 6 chunks
     assert summary["evals"] and "eval_val_cosine_ndcg@10" in summary["evals"][-1]
     assert (out / "model" / "modules.json").is_file() and (out / "train-log.json").is_file()
+    # with --val the forgetting guard decides what is handed over, and says so
+    guard = summary["guard"]
+    assert guard["decision"] in ("fine-tuned", "interpolated", "base") and guard["check_set"] == "ragtune-checkset-en"
+    assert guard["max_general_drop"] == 0.02
+    assert (out / "guard" / "guard.json").is_file() and (out / "guard" / "model" / "modules.json").is_file()
+    assert guard["paths"]["model"] == str(out / "guard" / "model")
+
+
+def test_train_embedding_without_guard_hands_over_the_trained_model(toy_beir, tiny_model_path, tmp_path):
+    assert runner.invoke(app, ["generate", "--data", str(toy_beir), "--method", "ict"]).exit_code == 0
+    assert runner.invoke(app, ["generate", "--data", str(toy_beir), "--output", str(tmp_path / "val"),
+                               "--eval-set"]).exit_code == 0
+    out = tmp_path / "model"
+    result = runner.invoke(app, ["-q", "train", "embedding", "--data", str(toy_beir), "--base", tiny_model_path,
+                                 "--output", str(out), "--max-steps", "1", "--val", str(tmp_path / "val"),
+                                 "--no-guard"])
+    assert result.exit_code == 0, result.output
+    assert f"model: {out / 'model'}" in " ".join(result.stdout.split()) and not (out / "guard").exists()
+    no_val = runner.invoke(app, ["-q", "train", "embedding", "--data", str(toy_beir), "--base", tiny_model_path,
+                                 "--output", str(tmp_path / "m2"), "--max-steps", "1"])
+    assert no_val.exit_code == 0, no_val.output
+    assert "no forgetting guard: it needs --val" in no_val.stdout
 
 
 def test_train_embedding_reports_missing_queries(toy_beir, tmp_path):

@@ -74,11 +74,16 @@ def embedding_command(
                                                         "(e.g. one written by ragtune generate --eval-set)."),
     save_steps: int | None = typer.Option(None, "--save-steps", help="Checkpoint every N steps (default: every "
                                                                      "5 minutes)."),
+    guard: bool = typer.Option(True, "--guard/--no-guard", help="With --val: the forgetting guard checks the "
+                               "model on --val and on a general check set before handing it over (output/guard/)."),
+    max_general_drop: float | None = typer.Option(None, "--max-general-drop", help="Guard: largest loss of "
+                                                  "nDCG@10 allowed on the general check set [0.005]."),
     nproc: int = typer.Option(1, "--nproc", min=1, help="Train data-parallel in N processes (DDP via torchrun: "
                                                         "one per GPU, or gloo on CPU); --batch-size is per "
                                                         "process. Or start this command with torchrun / "
                                                         "accelerate launch yourself."),
-    config: Path | None = typer.Option(None, "--config", help="ragtune.yaml; its 'embedding' section is used."),
+    config: Path | None = typer.Option(None, "--config", help="ragtune.yaml; its 'embedding' and 'guard' "
+                                                              "sections are used."),
     as_json: bool = typer.Option(False, "--json", help="Print the training summary as JSON."),
 ) -> None:
     """Fine-tune an embedding model: in-batch and mined hard negatives (MNRL), or distil a cross-encoder."""
@@ -114,8 +119,12 @@ def embedding_command(
                  "embedding.relative_margin": relative_margin, "embedding.teacher": teacher,
                  "embedding.teacher_margin": teacher_margin, "embedding.matryoshka_dims": dims,
                  "embedding.mini_batch_size": mini_batch_size, "embedding.evals_per_epoch": evals_per_epoch,
-                 "embedding.patience": patience if patience != 0 else None}
-    cfg = RunConfig.load(config, overrides=overrides).embedding
+                 "embedding.patience": patience if patience != 0 else None,
+                 "guard.max_general_drop": max_general_drop}
+    run_cfg = RunConfig.load(config, overrides=overrides)
+    cfg = run_cfg.embedding
+    if not guard:
+        run_cfg.guard.enabled = False
     if patience == 0:
         cfg.patience = None
     train_set = load_pairs(pairs) if pairs is not None else load_beir(data, queries=queries, qrels=qrels)
@@ -123,9 +132,17 @@ def embedding_command(
     result = train_embedding(train_set, cfg, output, val=val_set, save_steps=save_steps)
     if not distributed.is_main_process():
         return
+    guarded = None
+    if val_set is not None and run_cfg.guard.enabled:
+        from ragtune.train.guard import guard_model
+
+        guarded = guard_model(cfg.base, result.model_dir, val_set, output / "guard", run_cfg.guard)
     console = Console()
     if as_json:
-        console.print_json(json.dumps(result.to_dict()))
+        summary = result.to_dict()
+        if guarded is not None:
+            summary["guard"] = {k: v for k, v in guarded.to_dict().items() if k not in ("scores", "config")}
+        console.print_json(json.dumps(summary, default=str))
         return
     loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"
     console.print(f"fine-tuned {cfg.base} on {result.n_pairs:,} pairs: {result.steps} steps of batch "
@@ -139,6 +156,13 @@ def embedding_command(
         stop = ", stopped early" if result.stopped_early else ""
         console.print(f"best validation nDCG@10: {result.best_metric:.4f} at step {result.best_step} (the model "
                       f"written){stop}", highlight=False)
+    if guarded is not None:
+        console.print(f"forgetting guard ({guarded.verdict}): {guarded.message}", highlight=False)
+        console.print(f"model: {guarded.model_dir} (trained: {result.model_dir})", highlight=False, soft_wrap=True)
+        return
+    if val_set is None:
+        console.print("no forgetting guard: it needs --val (a validation split of your documents)",
+                      highlight=False)
     console.print(f"model: {result.model_dir}", highlight=False, soft_wrap=True)
 
 
