@@ -221,15 +221,27 @@ def test_best_passing_mix_is_chosen(tiny_model_path, toy_beir, tmp_path, monkeyp
 
     monkeypatch.setattr(guard_mod, "_evaluate", fake_evaluate)
     general = load_checkset("en")
-    # fine-tuned: val +0.1 but general -0.05; alpha 0.25: general -0.003 (passes); 0.5: -0.0125 (fails)
+    # fine-tuned: val +0.1 but general -0.05; on the default grid (0.1 apart) alpha 0.3 loses 0.0045 (passes),
+    # 0.4 loses 0.008 (fails)
     result = guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g", general=general)
-    assert result.decision == "interpolated" and result.alpha == 0.25 and result.verdict == "warn"
-    assert "lost 5.0 points" in result.message and "0.25 of the fine-tuned weights" in result.message
+    assert result.decision == "interpolated" and result.alpha == 0.3 and result.verdict == "warn"
+    assert set(result.scores) == {"base", "fine-tuned", *(f"alpha={a / 10:g}" for a in range(1, 10))}
+    assert "lost 5.0 points" in result.message and "0.3 of the fine-tuned weights" in result.message
     got = _state(result.model_dir)
-    assert torch.allclose(got[key], 0.75 * base_sd[key] + 0.25 * ft_sd[key], atol=1e-6)
-    # a looser limit lets the bigger mix through; the best validation score among passing mixes wins
+    assert torch.allclose(got[key], 0.7 * base_sd[key] + 0.3 * ft_sd[key], atol=1e-6)
+    # a looser limit lets a bigger mix through (0.6 loses 0.018); the best validation score among passing mixes wins
     cfg = GuardConfig(max_general_drop=0.02)
-    assert guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g2", cfg, general).alpha == 0.5
+    assert guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g2", cfg, general).alpha == 0.6
+    cfg = GuardConfig(alphas=[0.25, 0.5])  # a user's own grid: 0.25 loses 0.003, 0.5 loses 0.0125
+    assert guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g2b", cfg, general).alpha == 0.25
+    # validation flat from t = 0.1 on (a saturated validation set): the tie goes to the larger passing share
+    def saturated(model, dataset, batch_size):
+        score = fake_evaluate(model, dataset, batch_size)
+        return {"ndcg@10": min(score["ndcg@10"], 0.51)} if dataset.name == "toy" else score
+
+    monkeypatch.setattr(guard_mod, "_evaluate", saturated)
+    assert guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g2c", general=general).alpha == 0.3
+    monkeypatch.setattr(guard_mod, "_evaluate", fake_evaluate)
     # demanding a larger validation gain than any candidate offers keeps the base
     cfg = GuardConfig(min_val_gain=0.2, max_general_drop=1.0)
     res = guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g3", cfg, general)

@@ -6,7 +6,10 @@ and on a small general-domain check set (:func:`ragtune.data.checkset.load_check
 1. the fine-tuned model is kept when it beats the base on validation by more than ``min_val_gain`` and loses at
    most ``max_general_drop`` on the check set;
 2. otherwise each weight mix ``alpha * finetuned + (1 - alpha) * base`` in ``alphas`` is scored the same way and the
-   one with the best validation score among those that pass both tests is kept ("interpolated");
+   one with the best validation score among those that pass both tests is kept ("interpolated"; a tie goes to the
+   larger share of fine-tuned weights). The default grid is a tenth apart: how much of the fine-tuned weights a
+   domain can take before the check set suffers varies from run to run, and each mix costs only two small
+   evaluations;
 3. failing that, the base model is kept, and the report says so.
 
 It writes::
@@ -48,9 +51,9 @@ class GuardConfig(_Config):
                                                        "than this (0.0 = strictly better)")
     max_general_drop: float = Field(0.005, ge=0, le=1, description="largest allowed loss on the check set "
                                                                    "(0.005 = half a point of nDCG@10)")
-    alphas: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75],
+    alphas: list[float] = Field(default_factory=lambda: [round(0.1 * i, 1) for i in range(1, 10)],
                                 description="share of fine-tuned weights in the mixes tried when the fine-tuned "
-                                            "model fails ([] = never interpolate)")
+                                            "model fails (default 0.1, 0.2, ..., 0.9; [] = never interpolate)")
     check_set: str = Field("auto", description="'auto' (language of the validation corpus), 'en', 'zh', or the "
                                                "path of your own BEIR directory")
     batch_size: int = Field(64, ge=1, description="encoding batch size")
