@@ -10,6 +10,8 @@ ragtune's evaluator on the set's test qrels and on a set from another domain (``
 - ``ragtune``: ``ragtune.train_embedding`` with ragtune's default recipe (hard negatives, validation on a
   document-level split, best checkpoint) followed by the forgetting guard.
 - more ragtune variants with ``--variant NAME='{"loss": "kl", ...}'`` (EmbeddingTrainConfig fields).
+- ``--full-val-corpus`` ranks the validation claims against the whole corpus (training documents as distractors)
+  instead of the validation documents alone, for early stopping and for the guard.
 - ``--unguarded`` also scores the fine-tuned model itself whenever the guard handed over a weight mix or the base,
   so the table shows what the guard traded away on the test set for what it kept on the general check set.
 
@@ -72,7 +74,7 @@ def ragtune_recipe(args: argparse.Namespace, out: Path) -> dict:
     from ragtune.train.guard import GuardConfig, guard_model
 
     ds = load_train_source(Path(args.data), args.source)
-    train, val = split_by_document(ds, max_pairs=args.max_pairs)
+    train, val = split_by_document(ds, max_pairs=args.max_pairs, full_val_corpus=args.full_val_corpus)
     overrides = json.loads(args.config or "{}")
     if args.teacher and "teacher" not in overrides and overrides.get("loss") in ("margin-mse", "kl"):
         overrides["teacher"] = args.teacher
@@ -107,6 +109,9 @@ def main() -> None:
     ap.add_argument("--teacher", help="cross-encoder for distillation variants (dir, .onnx, msmarco-onnx)")
     ap.add_argument("--teacher-by-source", action="append", default=[], help="SOURCE=PATH (overrides --teacher)")
     ap.add_argument("--max-pairs", type=int, help="cap training pairs (smoke tests)")
+    ap.add_argument("--full-val-corpus", action="store_true",
+                    help="validation (early stopping and the guard) ranks against every document of the set, "
+                         "not only the validation documents")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--unguarded", action="store_true",
                     help="also score the fine-tuned model the forgetting guard did not hand over (a weight mix or "
@@ -147,6 +152,8 @@ def main() -> None:
                 cmd += ["--teacher", teacher]
             if args.max_pairs:
                 cmd += ["--max-pairs", str(args.max_pairs)]
+            if args.full_val_corpus:
+                cmd.append("--full-val-corpus")
             print(f"[{time.strftime('%H:%M:%S')}] training {key}", flush=True)
             results[key] = run_worker(cmd[0], cmd[1:], out / "result.json", root / f"{source}-{recipe}.log")
             if "error" in results[key]:

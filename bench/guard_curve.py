@@ -1,0 +1,88 @@
+"""The forgetting guard's trade-off, mix by mix, for one fine-tuned embedding model and its base.
+
+Every weight mix ``alpha * finetuned + (1 - alpha) * base`` is scored on what the guard sees (the validation split
+of the training source, ragtune's general-domain check set) and on what it cannot see (the set's test qrels and a
+set from another domain, ``--cross``), so one table shows whether the mix the guard chose is the one the test set
+would have chosen and what a looser ``max_general_drop`` would have bought::
+
+    python bench/guard_curve.py --data ../shared/evaldata/scifact --cross ../shared/evaldata/cranfield \
+        --model /tmp/bench-emb5/train/lr5e5x3/train/model --source train --out /tmp/guard-curve
+
+The validation split is the one ``bench/embedding_recipes.py`` trains against (same seed, same fraction), so the
+model must come from that benchmark (or from training on the same split).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import device_name, evaluate_models, fmt_ci, load_train_source, split_by_document  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, help="BEIR dir with the training source and test qrels")
+    ap.add_argument("--model", required=True, help="the fine-tuned sentence-transformers directory")
+    ap.add_argument("--source", default="train", help="training source the model saw: gen or train")
+    ap.add_argument("--cross", help="a BEIR dir from another domain")
+    ap.add_argument("--base", default="minilm", help="the base the model was fine-tuned from")
+    ap.add_argument("--alphas", default=None, help="comma-separated shares of fine-tuned weights "
+                                                   "(default: the guard's own grid)")
+    ap.add_argument("--out", default="/tmp/ragtune-bench/guard-curve")
+    ap.add_argument("--bootstrap", type=int, default=1000)
+    args = ap.parse_args()
+
+    from ragtune.models import resolve_model
+    from ragtune.train.guard import GuardConfig, guard_model, interpolate_weights
+
+    base = resolve_model(args.base)
+    out = Path(args.out)
+    cfg = GuardConfig(**({"alphas": [float(a) for a in args.alphas.split(",")]} if args.alphas else {}))
+    _, val = split_by_document(load_train_source(Path(args.data), args.source))
+    t0 = time.perf_counter()
+    guard = guard_model(base, args.model, val, out / "guard", cfg)
+    print(f"[{time.strftime('%H:%M:%S')}] guard: {guard.message} ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+    systems = {"base": f"dense:{base}"}
+    for a in cfg.alphas:
+        systems[f"alpha={a:g}"] = f"dense:{interpolate_weights(base, args.model, a, out / f'mix-{a:g}')}"
+    systems["fine-tuned"] = f"dense:{args.model}"
+    evals = {}
+    for split, path in (("test", args.data), ("cross", args.cross)):
+        if path:
+            evals[split] = evaluate_models(Path(path), systems, bootstrap=args.bootstrap)["systems"]
+            print(f"[{time.strftime('%H:%M:%S')}] scored {split}", flush=True)
+    summary = {"device": device_name(), "guard": guard.to_dict(), "evals": evals}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    print(table(summary, guard.metric))
+
+
+def table(summary: dict, metric: str) -> str:
+    guard, evals = summary["guard"], summary["evals"]
+    chosen = {"fine-tuned": "fine-tuned", "base": "base"}.get(guard["decision"], f"alpha={guard['alpha']:g}")
+    head = f"| model | validation {metric} | check set {metric} (Δ) | test {metric} [95% CI] |" + \
+        (f" cross-domain {metric} [95% CI] (Δ) |" if "cross" in evals else "")
+    lines = [f"device: {summary['device']}", "", head, "|" + "---|" * (head.count("|") - 1)]
+    base_general = guard["scores"]["base"]["general"][metric]
+    for name, system in evals["test"].items():
+        seen = guard["scores"].get(name)
+        val = f"{seen['val'][metric]:.4f}" if seen else "-"
+        general = seen["general"][metric] if seen else None
+        gen = f"{general:.4f} ({100 * (general - base_general):+.1f})" if seen else "-"
+        mark = " **(guard's choice)**" if name == chosen else ""
+        row = f"| {name}{mark} | {val} | {gen} | {fmt_ci(system, metric)} |"
+        if "cross" in evals:
+            c, b = evals["cross"][name]["means"][metric], evals["cross"]["base"]["means"][metric]
+            row += f" {fmt_ci(evals['cross'][name], metric)} ({100 * (c - b):+.2f}) |"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
