@@ -12,6 +12,9 @@ ragtune's evaluator on the set's test qrels and on a set from another domain (``
 - more ragtune variants with ``--variant NAME='{"loss": "kl", ...}'`` (EmbeddingTrainConfig fields).
 - ``--full-val-corpus`` ranks the validation claims against the whole corpus (training documents as distractors)
   instead of the validation documents alone, for early stopping and for the guard.
+- ``--monitor`` also scores, at every validation step, what the checkpoint choice cannot see: the validation claims
+  against the whole corpus, the test set, ragtune's general check set and the ``--cross`` set (logged in the
+  training log and printed as one curve per recipe; they never pick the checkpoint).
 - ``--unguarded`` also scores the fine-tuned model itself whenever the guard handed over a weight mix or the base,
   so the table shows what the guard traded away on the test set for what it kept on the general check set.
 
@@ -79,12 +82,22 @@ def ragtune_recipe(args: argparse.Namespace, out: Path) -> dict:
     if args.teacher and "teacher" not in overrides and overrides.get("loss") in ("margin-mse", "kl"):
         overrides["teacher"] = args.teacher
     cfg = EmbeddingTrainConfig(base=args.base, **overrides)
-    result = train_embedding(train, cfg, out / "train", val=val)
+    monitor = {}
+    if args.monitor:
+        from ragtune.data.beir import BeirDataset, load_beir
+        from ragtune.data.checkset import load_checkset
+
+        test = load_beir(Path(args.data))
+        monitor = {"val_full": BeirDataset(ds.corpus, val.queries, val.qrels, name="val-full"),
+                   "test": BeirDataset(ds.corpus, test.queries, test.qrels, name="test"),  # one corpus encoding
+                   "check": load_checkset("en"), **({"cross": load_beir(Path(args.cross))} if args.cross else {})}
+    result = train_embedding(train, cfg, out / "train", val=val, monitor=monitor)
     guard = guard_model(args.base, str(result.model_dir), val, out / "guard", GuardConfig())
     return {"model": str(guard.model_dir), "trained_model": str(result.model_dir), "pairs": result.n_pairs,
             "steps": result.steps,
             "config": cfg.model_dump(mode="json"), "guard": guard.decision, "alpha": guard.alpha,
-            "best_step": getattr(result, "best_step", None), "mining": getattr(result, "mining", None)}
+            "best_step": getattr(result, "best_step", None), "mining": getattr(result, "mining", None),
+            "evals": result.evals}
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -112,6 +125,9 @@ def main() -> None:
     ap.add_argument("--full-val-corpus", action="store_true",
                     help="validation (early stopping and the guard) ranks against every document of the set, "
                          "not only the validation documents")
+    ap.add_argument("--monitor", action="store_true",
+                    help="at every validation step also score the validation claims against the whole corpus, the "
+                         "test set, the general check set and --cross (logged only; printed as a curve)")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--unguarded", action="store_true",
                     help="also score the fine-tuned model the forgetting guard did not hand over (a weight mix or "
@@ -154,6 +170,8 @@ def main() -> None:
                 cmd += ["--max-pairs", str(args.max_pairs)]
             if args.full_val_corpus:
                 cmd.append("--full-val-corpus")
+            if args.monitor:
+                cmd += ["--monitor", *(["--cross", args.cross] if args.cross else [])]
             print(f"[{time.strftime('%H:%M:%S')}] training {key}", flush=True)
             results[key] = run_worker(cmd[0], cmd[1:], out / "result.json", root / f"{source}-{recipe}.log")
             if "error" in results[key]:
@@ -170,6 +188,8 @@ def main() -> None:
                     summary["evals"][split]["systems"].update(ev["systems"])
             (root / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
             print(table(summary), flush=True)
+            if results[key].get("evals") and args.monitor:
+                print(curve(key, results[key]), flush=True)
     if not results:
         for split, path in (("test", args.data), ("cross", args.cross)):
             if path:
@@ -177,6 +197,20 @@ def main() -> None:
                     evaluate_models(Path(path), base, bootstrap=args.bootstrap)["systems"])
     (root / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     print(table(summary))
+
+
+def curve(key: str, result: dict) -> str:
+    """One row per validation step of ``key``: nDCG@10 of validation (which picks the checkpoint) and of each
+    monitored set."""
+    names = ["val"] + list(dict.fromkeys(k.split("_", 2)[2].rsplit("_cosine", 1)[0] for e in result["evals"]
+                                         for k in e if k.startswith("eval_monitor_") and k.endswith("cosine_ndcg@10")))
+    lines = [f"\n{key}: nDCG@10 at each validation step (best step {result.get('best_step')})\n",
+             "| step | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for e in result["evals"]:
+        cells = [e.get("eval_val_cosine_ndcg@10") if n == "val" else e.get(f"eval_monitor_{n}_cosine_ndcg@10")
+                 for n in names]
+        lines.append(f"| {e['step']} | " + " | ".join("" if c is None else f"{c:.4f}" for c in cells) + " |")
+    return "\n".join(lines)
 
 
 def table(summary: dict) -> str:

@@ -71,6 +71,16 @@ def test_run_resume_and_adapter(tmp_path, tiny_model_path):
     test_docs = {json.loads(line)["doc"] for line in (run_dir / "split/test/corpus.jsonl").open()}
     train_docs = {json.loads(line)["doc"] for line in (run_dir / "split/train/corpus.jsonl").open()}
     assert test_docs and train_docs and not test_docs & train_docs
+    # validation ranks its chunks among training chunks (distractors, never judged), as the full index would
+    val_corpus = {json.loads(line)["_id"] for line in (run_dir / "generate/val/corpus.jsonl").open()}
+    val_chunks = {json.loads(line)["_id"] for line in (run_dir / "split/val/corpus.jsonl").open()}
+    train_chunks = {json.loads(line)["_id"] for line in (run_dir / "split/train/corpus.jsonl").open()}
+    assert val_chunks < val_corpus and val_corpus - val_chunks <= train_chunks
+    assert manifest["steps"]["generate"]["val_distractors"] == len(val_corpus - val_chunks)
+    judged = {d for line in (run_dir / "generate/val/qrels/test.tsv").open().readlines()[1:] for d in [line.split()[1]]}
+    assert judged <= val_chunks
+    train_log = json.loads((run_dir / "train/embedding/train-log.json").read_text())
+    assert "eval_monitor_general_cosine_ndcg@10" in train_log["evals"][-1]  # the guard's check set, watched
 
     # A rerun with an adapter added: everything up to training is reused, the adapter is trained and evaluated.
     result2 = run_pipeline(docs, run_dir, small_config(tiny_model_path, **{"adapter.kind": "linear",

@@ -63,6 +63,9 @@ class GenerateConfig(_Config):
         "auto", description="auto = the LLM when one is configured, else inverse-cloze pseudo-queries")
     per_chunk: int = Field(2, ge=1, le=20, description="training queries per chunk")
     eval_per_chunk: int = Field(1, ge=1, le=5, description="evaluation queries per chunk (val/test splits)")
+    val_distractors: int = Field(2000, ge=0, description="training chunks added to the validation corpus as "
+                                                         "distractors, so validation ranks as a full index does "
+                                                         "(0 = the validation chunks alone)")
     mask_prob: float = Field(0.9, ge=0, le=1, description="ICT: chance the query sentence is cut from the passage")
     crop_min_words: int = Field(8, ge=2)
     crop_max_words: int = Field(24, ge=2)

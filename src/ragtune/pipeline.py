@@ -157,6 +157,7 @@ def _split(ws: Workspace, config: RunConfig) -> dict[str, Any]:
 
 def _generate(ws: Workspace, config: RunConfig) -> dict[str, Any]:
     from ragtune.data.beir import load_corpus, write_beir, write_corpus
+    from ragtune.data.split import with_distractors
     from ragtune.generate import eval_set, generate_queries, write_generated
 
     info: dict[str, Any] = {}
@@ -179,6 +180,9 @@ def _generate(ws: Workspace, config: RunConfig) -> dict[str, Any]:
             info[f"{split}_queries"] = 0
             continue
         ds = eval_set(corpus, per_chunk=config.generate.eval_per_chunk, seed=config.generate.seed)
+        if split == "val":  # training chunks as distractors: validation then ranks the way the full index does
+            ds, info["val_distractors"] = with_distractors(ds, train_corpus, config.generate.val_distractors,
+                                                           seed=config.generate.seed)
         write_beir(ws.path("generate", split), ds)
         info[f"{split}_queries"] = len(ds.queries)
     if not info.get("test_queries"):
@@ -195,7 +199,12 @@ def _train(ws: Workspace, config: RunConfig) -> dict[str, Any]:
     val = None
     if ws.path("generate", "val", "corpus.jsonl").is_file():
         val = load_beir(ws.path("generate", "val"))
-    result = train_embedding(train, config.embedding, ws.path("train", "embedding"), val=val,
+    monitor = {}
+    if val is not None and config.guard.enabled:  # the guard's check set, logged at every evaluation
+        from ragtune.train.guard import general_check_set
+
+        monitor["general"] = general_check_set(config.guard, val)[0]
+    result = train_embedding(train, config.embedding, ws.path("train", "embedding"), val=val, monitor=monitor,
                              save_steps=config.embedding.save_steps,
                              save_every_s=config.embedding.checkpoint_every_s)
     return {"model": str(result.model_dir), "steps": result.steps, "pairs": result.n_pairs,

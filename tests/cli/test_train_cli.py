@@ -25,6 +25,7 @@ def test_train_embedding_on_generated_queries_with_validation(toy_beir, tiny_mod
     summary = json.loads(result.stdout)
     assert summary["steps"] == 2 and summary["batch_size"] == 6  # clamped to the 6 chunks
     assert summary["evals"] and "eval_val_cosine_ndcg@10" in summary["evals"][-1]
+    assert "eval_monitor_general_cosine_ndcg@10" in summary["evals"][-1]  # the guard's check set, watched
     assert (out / "model" / "modules.json").is_file() and (out / "train-log.json").is_file()
     # with --val the forgetting guard decides what is handed over, and says so
     guard = summary["guard"]
@@ -41,8 +42,11 @@ def test_train_embedding_without_guard_hands_over_the_trained_model(toy_beir, ti
     out = tmp_path / "model"
     result = runner.invoke(app, ["-q", "train", "embedding", "--data", str(toy_beir), "--base", tiny_model_path,
                                  "--output", str(out), "--max-steps", "1", "--val", str(tmp_path / "val"),
-                                 "--no-guard"])
+                                 "--no-guard", "--monitor", f"toy={toy_beir}", "--monitor", "chinese = zh"])
     assert result.exit_code == 0, result.output
+    evals = json.loads((out / "train-log.json").read_text())["evals"]
+    assert {k for k in evals[-1] if k.endswith("cosine_ndcg@10")} == {
+        "eval_val_cosine_ndcg@10", "eval_monitor_toy_cosine_ndcg@10", "eval_monitor_chinese_cosine_ndcg@10"}
     assert f"model: {out / 'model'}" in " ".join(result.stdout.split()) and not (out / "guard").exists()
     no_val = runner.invoke(app, ["-q", "train", "embedding", "--data", str(toy_beir), "--base", tiny_model_path,
                                  "--output", str(tmp_path / "m2"), "--max-steps", "1"])
@@ -54,6 +58,20 @@ def test_train_embedding_reports_missing_queries(toy_beir, tmp_path):
     result = runner.invoke(app, ["train", "embedding", "--data", str(toy_beir), "--queries", "nope.jsonl",
                                  "--output", str(tmp_path / "m")])
     assert isinstance(result.exception, DataFormatError) and "nope.jsonl" in str(result.exception)
+
+
+def test_train_embedding_rejects_a_bad_monitor_spec(toy_beir, tmp_path):
+    from ragtune.errors import ConfigError
+
+    for spec, message in (("toy", "expected NAME=DIR"), ("toy=/no/such/dir", "not a BEIR directory"),
+                          ("=en", "expected NAME=DIR")):
+        result = runner.invoke(app, ["train", "embedding", "--data", str(toy_beir), "--output", str(tmp_path / "m"),
+                                     "--monitor", spec])
+        assert isinstance(result.exception, ConfigError) and message in str(result.exception), spec
+    twice = runner.invoke(app, ["train", "embedding", "--data", str(toy_beir), "--output", str(tmp_path / "m"),
+                                "--monitor", "a=en", "--monitor", "a=zh"])
+    assert isinstance(twice.exception, ConfigError) and "given twice" in str(twice.exception)
+    assert not (tmp_path / "m").exists()  # nothing was trained
 
 
 def test_train_help_lists_embedding():

@@ -3,8 +3,8 @@ import json
 import pytest
 
 from ragtune.config import SplitConfig
-from ragtune.data.beir import load_corpus
-from ragtune.data.split import SPLITS, group_by_document, split_corpus, write_splits
+from ragtune.data.beir import BeirDataset, load_corpus
+from ragtune.data.split import SPLITS, group_by_document, split_corpus, with_distractors, write_splits
 from ragtune.errors import ConfigError
 
 
@@ -83,3 +83,20 @@ def test_write_splits(tmp_path):
         assert report[name] == {"documents": len(_docs(splits[name])), "chunks": len(splits[name])}
     assert json.loads((tmp_path / "out" / "split-report.json").read_text()) == report
     assert report["config"]["seed"] == 42
+
+
+def test_distractors_join_the_corpus_but_are_never_judged():
+    corpus = _corpus(12)
+    splits = split_corpus(corpus, SplitConfig())
+    val = BeirDataset(splits["val"], {"q": "text"}, {"q": {next(iter(splits["val"])): 1}}, name="val")
+    more, added = with_distractors(val, splits["train"], 5, seed=1)
+    assert added == 5 and len(more.corpus) == len(val.corpus) + 5
+    assert set(more.corpus) - set(val.corpus) <= set(splits["train"])
+    assert more.qrels == val.qrels and more.queries == val.queries and more.name == "val"
+    assert with_distractors(val, splits["train"], 5, seed=1)[0].corpus == more.corpus  # seeded
+    everything, n = with_distractors(val, splits["train"], 10_000)
+    assert n == len(splits["train"]) and everything.corpus.keys() == val.corpus.keys() | splits["train"].keys()
+    assert with_distractors(val, splits["train"], 0) == (val, 0)
+    assert with_distractors(val, val.corpus, 3) == (val, 0)  # nothing new to add
+    with pytest.raises(ConfigError, match="distractors"):
+        with_distractors(val, splits["train"], -1)

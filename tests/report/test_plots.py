@@ -52,6 +52,14 @@ def test_training_charts_draw_a_validation_loss_when_logged():
     assert [item["label"] for item in charts[0]["legend"]] == ["training loss", "validation loss"]
 
 
+def test_training_charts_draw_monitored_sets_beside_validation():
+    evals = [{"step": s, "eval_val_cosine_ndcg@10": v, "eval_monitor_general_cosine_ndcg@10": g}
+             for s, v, g in ((5, 0.70, 0.87), (10, 0.74, 0.86))]
+    charts = plots.training_charts({"losses": [{"step": 5, "loss": 1.0}], "evals": evals})
+    assert [c["title"] for c in charts] == ["Training loss", "nDCG@10 during training"]
+    assert [item["label"] for item in charts[1]["legend"]] == ["validation nDCG@10", "general nDCG@10"]
+
+
 def test_lang_attribute_marks_chinese_only():
     assert str(lang_attr("长城东起山海关")) == ' lang="zh-Hans"'
     assert str(lang_attr("The Great Wall")) == "" and str(lang_attr(None)) == ""

@@ -126,7 +126,7 @@ def test_early_stopping_keeps_the_best_model(tiny_model_path, tmp_path, monkeypa
     from sentence_transformers import SentenceTransformer
 
     scripted = ScriptedEvaluator([0.30, 0.50, 0.40, 0.45, 0.20, 0.90, 0.95])
-    monkeypatch.setattr(emb, "_ir_evaluator", lambda val, batch_size: scripted)
+    monkeypatch.setattr(emb, "_ir_evaluator", lambda val, batch_size, name="val": scripted)
     val = BeirDataset(CORPUS, {"v": "fact 3"}, {"v": {"c3": 1}})
     config = _config(tiny_model_path, max_steps=None, epochs=2, evals_per_epoch=6, patience=3)
     result = train_embedding(_data(), config, tmp_path / "es", val=val, save_every_s=None)
@@ -140,6 +140,43 @@ def test_early_stopping_keeps_the_best_model(tiny_model_path, tmp_path, monkeypa
     assert checksum == pytest.approx(dict(scripted.calls)[2], rel=1e-6)  # the step-2 weights, not the last
     assert checksum != pytest.approx(dict(scripted.calls)[5], rel=1e-6)
     assert not (tmp_path / "es" / "checkpoints").exists()
+
+
+def test_monitored_sets_are_logged_but_never_pick_the_checkpoint(tiny_model_path, tmp_path, monkeypatch):
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+
+    encoded: list[int] = []
+    original = InformationRetrievalEvaluator.embed_inputs
+
+    def counting(self, model, sentences, encode_fn_name=None, **kw):
+        if encode_fn_name == "document":
+            encoded.append(len(sentences))
+        return original(self, model, sentences, encode_fn_name=encode_fn_name, **kw)
+
+    monkeypatch.setattr(InformationRetrievalEvaluator, "embed_inputs", counting)
+    val = BeirDataset(CORPUS, {"v": "fact 3", "w": "item 12"}, {"v": {"c3": 1}, "w": {"c4": 1}})
+    same_corpus = BeirDataset(val.corpus, {"t": "number 35"}, {"t": {"c5": 1}})
+    general = BeirDataset({"g1": {"title": "", "text": "Rivers flow to the sea."},
+                           "g2": {"title": "", "text": "Bees dance to show where nectar is."}},
+                          {"gq": "how bees share where flowers are"}, {"gq": {"g2": 1}})
+    config = _config(tiny_model_path, max_steps=4, evals_per_epoch=2, patience=None)
+    result = train_embedding(_data(), config, tmp_path / "mon", val=val,
+                             monitor={"test": same_corpus, "general": general}, save_every_s=None)
+    steps = [e["step"] for e in result.evals]
+    assert steps and steps[-1] == 4
+    for e in result.evals:
+        assert {"eval_val_cosine_ndcg@10", "eval_monitor_test_cosine_ndcg@10",
+                "eval_monitor_general_cosine_ndcg@10"} <= set(e)
+        assert e["eval_monitor_general_cosine_ndcg@10"] in (1.0, pytest.approx(0.6309, abs=1e-4))
+    best = max(result.evals, key=lambda e: e["eval_val_cosine_ndcg@10"])
+    assert result.best_metric == best["eval_val_cosine_ndcg@10"]  # chosen by val alone
+    # one corpus encoding per evaluation for val and 'test' (the same corpus object), one for 'general'
+    assert encoded == [len(CORPUS), 2] * len(steps)
+
+    with pytest.raises(ConfigError, match="monitor name 'a b'"):
+        train_embedding(_data(), config, tmp_path / "bad", monitor={"a b": general})
+    with pytest.raises(ConfigError, match="monitor set 'x'"):
+        train_embedding(_data(), config, tmp_path / "bad", monitor={"x": "not a dataset"})
 
 
 def _write_pairs(path, bad_line: str | None = None):

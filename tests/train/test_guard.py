@@ -81,17 +81,20 @@ def general_small() -> BeirDataset:
 # --- the check set -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("language", "clusters", "per_cluster"), [("en", 20, 8), ("zh", 10, 6)])
-def test_checkset_is_consistent(language, clusters, per_cluster):
+@pytest.mark.parametrize(("language", "size", "clusters", "per_cluster"), [("en", 472, 60, (5, 8)),
+                                                                          ("zh", 139, 24, (4, 6))])
+def test_checkset_is_consistent(language, size, clusters, per_cluster):
     ds = load_checkset(language)
     assert ds.name == f"ragtune-checkset-{language}" and not ds.issues
-    assert len(ds.corpus) == len(ds.queries) == len(ds.qrels) == clusters * per_cluster
+    assert len(ds.corpus) == len(ds.queries) == len(ds.qrels) == size
     judged = Counter(d for docs in ds.qrels.values() for d in docs)
     assert set(judged) == set(ds.corpus) and set(judged.values()) == {1}  # every passage: exactly one query
     assert all(list(docs.values()) == [1] for docs in ds.qrels.values())
     assert set(ds.qrels) == set(ds.queries)
     sizes = Counter(doc["cluster"] for doc in ds.corpus.values())
-    assert len(sizes) == clusters and set(sizes.values()) == {per_cluster}
+    assert len(sizes) == clusters and per_cluster[0] <= min(sizes.values()) <= max(sizes.values()) == per_cluster[1]
+    titles = Counter(doc["title"].casefold() for doc in ds.corpus.values())
+    assert max(titles.values()) == 1  # no topic twice: its query would have two right answers
     for qid, docs in ds.qrels.items():  # a query belongs to its passage's cluster
         assert qid == f"q-{next(iter(docs))}"
     texts = [doc["text"] for doc in ds.corpus.values()] + list(ds.queries.values())
@@ -125,14 +128,14 @@ def test_guard_config_validates():
         with pytest.raises(ValueError):
             GuardConfig(**bad)
     with pytest.raises(ConfigError, match="check_set='/no/such/dir'"):
-        guard_mod._general_set(GuardConfig(check_set="/no/such/dir"), load_checkset("en"))
+        guard_mod.general_check_set(GuardConfig(check_set="/no/such/dir"), load_checkset("en"))
 
 
 def test_auto_check_set_follows_the_validation_language(toy_beir):
     zh_val = load_checkset("zh")
-    assert guard_mod._general_set(GuardConfig(), zh_val)[1] == "ragtune-checkset-zh"
-    assert guard_mod._general_set(GuardConfig(), load_beir(toy_beir))[1] == "ragtune-checkset-en"
-    assert guard_mod._general_set(GuardConfig(check_set=str(toy_beir)), zh_val)[0].name == "toy"
+    assert guard_mod.general_check_set(GuardConfig(), zh_val)[1] == "ragtune-checkset-zh"
+    assert guard_mod.general_check_set(GuardConfig(), load_beir(toy_beir))[1] == "ragtune-checkset-en"
+    assert guard_mod.general_check_set(GuardConfig(check_set=str(toy_beir)), zh_val)[0].name == "toy"
 
 
 # --- interpolation -------------------------------------------------------------------------------------------

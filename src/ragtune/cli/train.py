@@ -72,6 +72,12 @@ def embedding_command(
     seed: int | None = typer.Option(None, "--seed", help="Random seed [42]."),
     val: Path | None = typer.Option(None, "--val", help="BEIR directory to measure nDCG@10 on during training "
                                                         "(e.g. one written by ragtune generate --eval-set)."),
+    monitor: list[str] | None = typer.Option(None, "--monitor", metavar="NAME=DIR",
+                                             help="Also score this BEIR directory (or 'en' / 'zh': ragtune's "
+                                                  "general check set) at every evaluation, logged in "
+                                                  "train-log.json; it never picks the checkpoint. Repeatable. "
+                                                  "With --val and the guard, the guard's check set is "
+                                                  "monitored as 'general'."),
     save_steps: int | None = typer.Option(None, "--save-steps", help="Checkpoint every N steps (default: every "
                                                                      "5 minutes)."),
     guard: bool = typer.Option(True, "--guard/--no-guard", help="With --val: the forgetting guard checks the "
@@ -127,9 +133,14 @@ def embedding_command(
         run_cfg.guard.enabled = False
     if patience == 0:
         cfg.patience = None
+    monitored = _monitor_sets(monitor or [])  # bad specs fail before anything is loaded
     train_set = load_pairs(pairs) if pairs is not None else load_beir(data, queries=queries, qrels=qrels)
     val_set = load_beir(val) if val is not None else None
-    result = train_embedding(train_set, cfg, output, val=val_set, save_steps=save_steps)
+    if val_set is not None and run_cfg.guard.enabled and "general" not in monitored:
+        from ragtune.train.guard import general_check_set
+
+        monitored["general"] = general_check_set(run_cfg.guard, val_set)[0]
+    result = train_embedding(train_set, cfg, output, val=val_set, monitor=monitored, save_steps=save_steps)
     if not distributed.is_main_process():
         return
     guarded = None
@@ -164,6 +175,30 @@ def embedding_command(
         console.print("no forgetting guard: it needs --val (a validation split of your documents)",
                       highlight=False)
     console.print(f"model: {result.model_dir}", highlight=False, soft_wrap=True)
+
+
+def _monitor_sets(specs: list[str]) -> dict:
+    """``--monitor NAME=DIR`` values as named datasets (DIR may be 'en' / 'zh': the packaged check set)."""
+    from ragtune.data.beir import load_beir
+    from ragtune.data.checkset import LANGUAGES, load_checkset
+    from ragtune.errors import ConfigError
+
+    sets = {}
+    for spec in specs:
+        name, sep, where = (part.strip() for part in spec.partition("="))
+        if not sep or not name or not where:
+            raise ConfigError(f"--monitor {spec!r}: expected NAME=DIR, e.g. --monitor general=en or "
+                              "--monitor faq=data/faq-beir")
+        if name in sets:
+            raise ConfigError(f"--monitor {spec!r}: the name {name!r} is given twice; use one name per set")
+        if where in LANGUAGES:
+            sets[name] = load_checkset(where)
+        elif Path(where).is_dir():
+            sets[name] = load_beir(Path(where))
+        else:
+            raise ConfigError(f"--monitor {spec!r}: {where!r} is not a BEIR directory (nor 'en' / 'zh', ragtune's "
+                              "general check sets); fix the path")
+    return sets
 
 
 @train_app.command("adapter")

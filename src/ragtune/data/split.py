@@ -7,6 +7,7 @@ each going to the split furthest below its target share of *chunks*.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 from ragtune._io import atomic_write_json
 from ragtune.config import SplitConfig
-from ragtune.data.beir import Corpus, write_corpus
+from ragtune.data.beir import BeirDataset, Corpus, write_corpus
 from ragtune.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -103,3 +104,22 @@ def write_splits(splits: dict[str, Corpus], out_dir: str | Path, config: SplitCo
     report = split_report(splits, config)
     atomic_write_json(out / "split-report.json", report)
     return report
+
+
+def with_distractors(dataset: BeirDataset, pool: Corpus, n: int, seed: int = 42) -> tuple[BeirDataset, int]:
+    """``dataset`` with up to ``n`` chunks of ``pool`` (seeded sample; ids already in its corpus are skipped) added
+    to its corpus as distractors, and how many were added.
+
+    A validation split ranks only its own chunks, a few hundred at most, where nearly any model finds the right
+    one; the index a user deploys holds every chunk. Training chunks as distractors make validation rank the way
+    the real index does, so it tells checkpoints and weight mixes apart. Their text is only ever a wrong answer
+    here, so no training text is judged.
+    """
+    if n < 0:
+        raise ConfigError(f"distractors n={n}: must be 0 or more")
+    candidates = sorted(cid for cid in pool if cid not in dataset.corpus)
+    picked = random.Random(seed).sample(candidates, min(n, len(candidates)))
+    if not picked:
+        return dataset, 0
+    corpus = {**dataset.corpus, **{cid: pool[cid] for cid in sorted(picked)}}
+    return dataclasses.replace(dataset, corpus=corpus), len(picked)

@@ -215,8 +215,8 @@ def delta_histogram(deltas: Sequence[float], metric: str, candidate: str, baseli
 
 
 def training_charts(training: dict[str, Any]) -> list[dict[str, Any]]:
-    """Training loss per logging step, and the validation loss (or, when only IR metrics were logged, the
-    validation nDCG@10) per evaluation."""
+    """Training loss per logging step, the validation loss when logged, and nDCG@10 per evaluation of the
+    validation set and of each monitored set (e.g. the guard's general check set)."""
     charts = []
     losses = [(float(h["step"]), float(h["loss"])) for h in training.get("losses", [])
               if isinstance(h.get("loss"), (int, float)) and "step" in h]
@@ -227,10 +227,17 @@ def training_charts(training: dict[str, Any]) -> list[dict[str, Any]]:
                        {"training loss": losses, "validation loss": val_loss}, "loss")
     if chart:
         charts.append(chart)
-    key = next((k for e in evals for k in e if k.startswith("eval_val_") and k.endswith("ndcg@10")), None)
-    if key:
-        pts = [(float(e["step"]), float(e[key])) for e in evals if isinstance(e.get(key), (int, float))]
-        chart = line_chart("Validation nDCG@10 during training", {"validation nDCG@10": pts}, "nDCG@10")
+    keys = list(dict.fromkeys(k for e in evals for k in e
+                              if k.startswith(("eval_val_", "eval_monitor_")) and k.endswith("ndcg@10")))
+    val_key = next((k for k in keys if k.startswith("eval_val_")), None)
+    series = {}
+    for key in ([val_key] if val_key else []) + [k for k in keys if k.startswith("eval_monitor_")]:
+        label = "validation" if key == val_key else key.removeprefix("eval_monitor_").split("_cosine")[0]
+        series[f"{label} nDCG@10"] = [(float(e["step"]), float(e[key])) for e in evals
+                                      if isinstance(e.get(key), (int, float))]
+    if series:
+        title = "Validation nDCG@10 during training" if len(series) == 1 else "nDCG@10 during training"
+        chart = line_chart(title, series, "nDCG@10")
         if chart:
             charts.append(chart)
     return charts

@@ -36,10 +36,11 @@ def latest_checkpoint(ckpt_dir: Path, fingerprint: str) -> str | None:
 
 
 def split_history(history: list[dict]) -> tuple[list[dict], list[dict]]:
-    """A trainer's ``state.log_history`` as training losses (step, loss, learning rate) and validation entries
-    (step and every ``eval_val_*`` metric), in step order."""
+    """A trainer's ``state.log_history`` as training losses (step, loss, learning rate) and evaluation entries
+    (step and every ``eval_val_*`` and ``eval_monitor_*`` metric), in step order."""
     losses = [{"step": h["step"], "loss": h["loss"], "learning_rate": h.get("learning_rate")}
               for h in history if "loss" in h]
-    evals = [{k: v for k, v in h.items() if k == "step" or k.startswith("eval_val_")}
-             for h in history if any(k.startswith("eval_val_") for k in h)]
+    prefixes = ("eval_val_", "eval_monitor_")
+    evals = [{k: v for k, v in h.items() if k == "step" or k.startswith(prefixes)}
+             for h in history if any(k.startswith(prefixes) for k in h)]
     return losses, evals

@@ -28,7 +28,7 @@ import random
 import shutil
 import sys
 import time
-from collections.abc import Collection, Hashable, Iterator, Sequence
+from collections.abc import Collection, Hashable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -40,7 +40,7 @@ from transformers import TrainerCallback
 from ragtune._io import atomic_dir, atomic_write_json, text_sha1
 from ragtune.config import EmbeddingTrainConfig
 from ragtune.data.beir import BeirDataset
-from ragtune.errors import DataFormatError
+from ragtune.errors import ConfigError, DataFormatError
 from ragtune.train.checkpoints import FINGERPRINT_FILE, latest_checkpoint, split_history
 from ragtune.train.distributed import (  # DDP: rank-0-only side effects
     SyncSamplerEpoch,
@@ -218,15 +218,41 @@ def _hf_bars_off() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _ir_evaluator(val: BeirDataset, batch_size: int):
+def _ir_evaluator(val: BeirDataset, batch_size: int, name: str = "val"):
     from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 
     relevant = {q: {d for d, s in docs.items() if s > 0} for q, docs in val.qrels.items()}
     relevant = {q: ds for q, ds in relevant.items() if ds and q in val.queries}
     return InformationRetrievalEvaluator(
         queries={q: val.queries[q] for q in relevant}, corpus={d: passage_text(doc) for d, doc in val.corpus.items()},
-        relevant_docs=relevant, name="val", batch_size=batch_size, write_csv=False, show_progress_bar=False,
+        relevant_docs=relevant, name=name, batch_size=batch_size, write_csv=False, show_progress_bar=False,
         mrr_at_k=[10], ndcg_at_k=[10], accuracy_at_k=[1, 10], precision_recall_at_k=[10], map_at_k=[100])
+
+
+def _evaluator(val: BeirDataset | None, monitor: Mapping[str, BeirDataset], batch_size: int):
+    """The trainer's evaluator: ``val`` as ``val`` (it picks the checkpoint) and each monitored set as
+    ``monitor_NAME`` (logged only). Sets that share one corpus object encode it once per evaluation."""
+    from sentence_transformers.sentence_transformer.evaluation import SequentialEvaluator
+
+    named = ([("val", val)] if val is not None else []) + [(f"monitor_{n}", ds) for n, ds in monitor.items()]
+    evaluators = [_ir_evaluator(ds, batch_size, name) for name, ds in named]
+    if len(evaluators) == 1:
+        return evaluators[0]
+    corpus_keys = [id(ds.corpus) for _, ds in named]
+
+    class SharedCorpusEvaluator(SequentialEvaluator):
+        def __call__(self, model, output_path=None, epoch=-1, steps=-1):
+            encoded: dict[int, Any] = {}
+            results: dict[str, float] = {}
+            for ev, key in zip(self.evaluators, corpus_keys, strict=True):
+                if key not in encoded:
+                    encoded[key] = ev.embed_inputs(model, ev.corpus, encode_fn_name="document",
+                                                   prompt_name=ev.corpus_prompt_name, prompt=ev.corpus_prompt)
+                results.update(ev(model, output_path, epoch, steps, corpus_embeddings=encoded[key]))
+            self.primary_metric = self.evaluators[0].primary_metric
+            return results
+
+    return SharedCorpusEvaluator(evaluators)
 
 
 # --- negatives and teacher labels ------------------------------------------------------------------------------
@@ -373,8 +399,9 @@ class _BestKeeper(TrainerCallback):
 
 
 def train_embedding(train: Any, config: EmbeddingTrainConfig | None = None, output_dir: str | Path = "embedding",
-                    val: BeirDataset | None = None, *, save_steps: int | None = None,
-                    save_every_s: float | None = 300.0, device: str | None = None) -> TrainResult:
+                    val: BeirDataset | None = None, *, monitor: Mapping[str, BeirDataset] | None = None,
+                    save_steps: int | None = None, save_every_s: float | None = 300.0,
+                    device: str | None = None) -> TrainResult:
     """Fine-tune ``config.base`` on ``train`` and write ``output_dir/model``.
 
     ``train`` is a BeirDataset, ``(corpus, queries, qrels[, metadata])``, a list of :class:`Pair` (e.g. from
@@ -387,6 +414,10 @@ def train_embedding(train: Any, config: EmbeddingTrainConfig | None = None, outp
     seconds; a rerun with the same data and config resumes from the newest one. With ``val``, nDCG@10 etc. are
     measured ``config.evals_per_epoch`` times per epoch (and at the end); the best model is the one written, and
     training stops after ``config.patience`` evaluations without improvement.
+
+    ``monitor`` names more retrieval sets (e.g. the general check set of :func:`ragtune.data.checkset.load_checkset`)
+    scored at every evaluation and logged in ``train-log.json`` (``evals``: ``eval_monitor_NAME_cosine_ndcg@10``
+    and the like), to watch what training does to them; they never pick the checkpoint.
     """
     import torch
     from datasets import Dataset
@@ -397,6 +428,14 @@ def train_embedding(train: Any, config: EmbeddingTrainConfig | None = None, outp
 
     config = config or EmbeddingTrainConfig()
     out = Path(output_dir)
+    monitor = dict(monitor or {})
+    for name, ds in monitor.items():
+        if not isinstance(name, str) or not name.strip() or any(c.isspace() or c == "/" for c in name):
+            raise ConfigError(f"monitor name {name!r}: use a short name without spaces or '/', e.g. 'general'")
+        if not isinstance(ds, BeirDataset) or not ds.qrels:
+            raise ConfigError(f"monitor set {name!r} is not a BEIR dataset with judged queries; load it with "
+                              "ragtune.data.beir.load_beir(DIR) (or load_checkset('en'))")
+    evaluating = val is not None or bool(monitor)
     t0 = time.perf_counter()
     pairs, texts, known = training_pairs(train, config.seed)
     keys = [p.positive_id for p in pairs]
@@ -469,7 +508,7 @@ def train_embedding(train: Any, config: EmbeddingTrainConfig | None = None, outp
         per_device_train_batch_size=batch_size, learning_rate=config.learning_rate,
         warmup_steps=math.ceil(total * config.warmup_ratio), seed=config.seed, data_seed=config.seed,
         batch_sampler=sampler_factory, logging_steps=max(1, min(10, total // 10)), save_strategy="no",
-        save_total_limit=1, eval_strategy="steps" if val is not None else "no", eval_steps=eval_steps,
+        save_total_limit=1, eval_strategy="steps" if evaluating else "no", eval_steps=eval_steps,
         per_device_eval_batch_size=batch_size, report_to="none", disable_tqdm=True, use_cpu=not cuda,
         bf16=cuda and torch.cuda.is_bf16_supported(), fp16=cuda and not torch.cuda.is_bf16_supported(),
         dataloader_drop_last=n_ranks > 1)  # DDP: sentence-transformers would force it with a warning
@@ -477,8 +516,8 @@ def train_embedding(train: Any, config: EmbeddingTrainConfig | None = None, outp
     loss = build_loss(model, config)
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=dataset, loss=loss,
-        evaluator=_ir_evaluator(val, max(batch_size, 128)) if val is not None else None,  # encoding only
-        callbacks=[_Progress(save_steps, save_every_s, show, eval_at_end=val is not None), SyncSamplerEpoch(),
+        evaluator=_evaluator(val, monitor, max(batch_size, 128)) if evaluating else None,  # batch: encoding only
+        callbacks=[_Progress(save_steps, save_every_s, show, eval_at_end=evaluating), SyncSamplerEpoch(),
                    *([keeper] if keeper is not None else [])])
     for cb in (PrinterCallback, ProgressCallback):  # both print the raw log dicts to stdout
         trainer.remove_callback(cb)

@@ -228,7 +228,9 @@ def _evaluate(model, dataset: BeirDataset, batch_size: int) -> dict[str, float]:
     return evaluate_run(dataset.qrels, run).means
 
 
-def _general_set(config: GuardConfig, val: BeirDataset) -> tuple[BeirDataset, str]:
+def general_check_set(config: GuardConfig, val: BeirDataset) -> tuple[BeirDataset, str]:
+    """The general-domain set the guard checks, and its name: ``config.check_set`` ('auto' picks the packaged
+    check set in the language of ``val``'s corpus)."""
     choice = config.check_set
     if choice == "auto":
         from ragtune.lang import detect_language
@@ -308,7 +310,7 @@ def guard_model(
     output_dir = Path(output_dir)
     start = time.perf_counter()
     if general is None:
-        general, general_name = _general_set(cfg, val)
+        general, general_name = general_check_set(cfg, val)
     else:
         general_name = general.name or "custom"
     names = (_name(base), _name(finetuned))
@@ -346,4 +348,5 @@ def guard_model(
     return result
 
 
-__all__ = ["GuardConfig", "GuardResult", "guard_model", "interpolate_weights", "load_checkset"]
+__all__ = ["GuardConfig", "GuardResult", "general_check_set", "guard_model", "interpolate_weights",
+           "load_checkset"]

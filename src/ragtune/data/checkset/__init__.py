@@ -15,7 +15,7 @@ LANGUAGES = ("en", "zh")
 
 
 def load_checkset(language: str = "en") -> BeirDataset:
-    """The packaged check set for ``language`` ("en": 160 passages and queries, "zh": 60), one query per passage."""
+    """The packaged check set for ``language`` ("en": 472 passages and queries, "zh": 139), one query per passage."""
     lang = str(language).strip().lower()
     if lang not in LANGUAGES:
         raise ConfigError(f"check set language={language!r}: ragtune ships {', '.join(LANGUAGES)}; pick one, or "
