@@ -15,6 +15,7 @@ ragtune's evaluator on the set's test qrels and on a set from another domain (``
 - ``--monitor`` also scores, at every validation step, what the checkpoint choice cannot see: the validation claims
   against the whole corpus, the test set, ragtune's general check set and the ``--cross`` set (logged in the
   training log and printed as one curve per recipe; they never pick the checkpoint).
+- ``--keep-last`` trains without validation and keeps the last step (the guard still checks on validation).
 - ``--unguarded`` also scores the fine-tuned model itself whenever the guard handed over a weight mix or the base,
   so the table shows what the guard traded away on the test set for what it kept on the general check set.
 
@@ -91,7 +92,8 @@ def ragtune_recipe(args: argparse.Namespace, out: Path) -> dict:
         monitor = {"val_full": BeirDataset(ds.corpus, val.queries, val.qrels, name="val-full"),
                    "test": BeirDataset(ds.corpus, test.queries, test.qrels, name="test"),  # one corpus encoding
                    "check": load_checkset("en"), **({"cross": load_beir(Path(args.cross))} if args.cross else {})}
-    result = train_embedding(train, cfg, out / "train", val=val, monitor=monitor)
+    # --keep-last: no checkpoint choice (the last step is kept); the guard still checks on the validation split
+    result = train_embedding(train, cfg, out / "train", val=None if args.keep_last else val, monitor=monitor)
     guard = guard_model(args.base, str(result.model_dir), val, out / "guard", GuardConfig())
     return {"model": str(guard.model_dir), "trained_model": str(result.model_dir), "pairs": result.n_pairs,
             "steps": result.steps,
@@ -128,6 +130,8 @@ def main() -> None:
     ap.add_argument("--monitor", action="store_true",
                     help="at every validation step also score the validation claims against the whole corpus, the "
                          "test set, the general check set and --cross (logged only; printed as a curve)")
+    ap.add_argument("--keep-last", action="store_true",
+                    help="train without validation, keeping the last step (the guard still uses validation)")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--unguarded", action="store_true",
                     help="also score the fine-tuned model the forgetting guard did not hand over (a weight mix or "
@@ -170,6 +174,8 @@ def main() -> None:
                 cmd += ["--max-pairs", str(args.max_pairs)]
             if args.full_val_corpus:
                 cmd.append("--full-val-corpus")
+            if args.keep_last:
+                cmd.append("--keep-last")
             if args.monitor:
                 cmd += ["--monitor", *(["--cross", args.cross] if args.cross else [])]
             print(f"[{time.strftime('%H:%M:%S')}] training {key}", flush=True)
