@@ -46,9 +46,25 @@ def test_generate_eval_set_writes_a_beir_directory(toy_beir, tmp_path):
         assert text not in ds.corpus[next(iter(ds.qrels[qid]))]["text"]
 
 
+def test_generate_eval_set_adds_distractors_that_are_never_judged(toy_beir, tmp_path):
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps({"_id": f"x{i}", "title": "", "text": f"Unrelated note number {i}."}) + "\n"
+                            for i in range(5)), encoding="utf-8")
+    out = tmp_path / "val"
+    result = runner.invoke(app, ["generate", "--data", str(toy_beir), "--output", str(out), "--eval-set",
+                                 "--distractors", str(pool), "--max-distractors", "3"])
+    assert result.exit_code == 0, result.output
+    assert "3 chunks of" in result.stdout
+    ds = load_beir(out)
+    extra = set(ds.corpus) - {json.loads(line)["_id"] for line in (toy_beir / "corpus.jsonl").open()}
+    assert len(extra) == 3 and extra <= {f"x{i}" for i in range(5)}
+    assert not extra & {d for docs in ds.qrels.values() for d in docs}
+
+
 @pytest.mark.parametrize("args, message", [
     (["--method", "llm"], "method='llm' but no LLM configured"),
     (["--eval-set"], "give an --output"),
+    (["--distractors", "somewhere"], "go with --eval-set"),
     (["--per-chunk", "0"], "generate.per_chunk"),
 ])
 def test_generate_rejects_bad_arguments(toy_beir, args, message, monkeypatch):

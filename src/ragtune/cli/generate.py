@@ -37,6 +37,12 @@ def generate_command(
     eval_set: bool = typer.Option(False, "--eval-set", help="Write an evaluation BEIR directory instead: ICT "
                                                             "queries whose sentence is removed from the corpus "
                                                             "copy (corpus.jsonl, queries.jsonl, qrels/test.tsv)."),
+    distractors: Path | None = typer.Option(None, "--distractors", help="With --eval-set: a BEIR directory (or "
+                                                "corpus file) whose chunks join the corpus unjudged, e.g. the "
+                                                "training split for a validation set, so it ranks as the full "
+                                                "index does."),
+    max_distractors: int | None = typer.Option(None, "--max-distractors", min=0, help="With --distractors: at "
+                                               "most this many of its chunks (a seeded sample) [2000]."),
     llm_base_url: str | None = typer.Option(None, "--llm-base-url", help="OpenAI-compatible endpoint "
                                                                          "[$OPENAI_BASE_URL]."),
     llm_model: str | None = typer.Option(None, "--llm-model", help="Model name at the endpoint "
@@ -71,8 +77,11 @@ def generate_command(
     from ragtune.generate import eval_set as make_eval_set
     from ragtune.generate import generate_queries, write_generated
 
+    if (distractors is not None or max_distractors is not None) and not eval_set:
+        raise ConfigError("--distractors and --max-distractors go with --eval-set (they add unjudged chunks to an "
+                          "evaluation corpus)")
     overrides = {"generate.method": method, "generate.per_chunk": per_chunk, "generate.mask_prob": mask_prob,
-                 "generate.seed": seed}
+                 "generate.seed": seed, "generate.val_distractors": max_distractors}
     if eval_set and per_chunk is not None:
         overrides["generate.eval_per_chunk"] = overrides.pop("generate.per_chunk")
     overrides.update({"llm.base_url": llm_base_url, "llm.model": llm_model, "llm.api_key": llm_api_key,
@@ -93,9 +102,16 @@ def generate_command(
             raise ConfigError("--eval-set rewrites corpus.jsonl (query sentences removed); give an --output "
                               f"folder other than {str(out)!r}.")
         ds = make_eval_set(corpus, per_chunk=cfg.eval_per_chunk, seed=cfg.seed, name=out.name)
+        added = 0
+        if distractors is not None:
+            from ragtune.data.split import with_distractors
+
+            ds, added = with_distractors(ds, load_corpus(_corpus_file(distractors)), cfg.val_distractors,
+                                         seed=cfg.seed)
         write_beir(out, ds, split="test")
         summary = {"output": str(out), "method": "ict-eval", "queries": len(ds.queries), "chunks": len(corpus),
-                   "files": ["corpus.jsonl", "queries.jsonl", "qrels/test.tsv"], "note": None}
+                   "files": ["corpus.jsonl", "queries.jsonl", "qrels/test.tsv"], "note": None,
+                   **({"distractors": added} if distractors is not None else {})}
     else:
         gs = generate_queries(corpus, cfg, llm=run_cfg.llm, cache_dir=cache or out / "llm-cache")
         write_generated(gs, out)
@@ -108,6 +124,9 @@ def generate_command(
         return
     console.print(f"{summary['queries']:,} {summary['method']} queries for {summary['chunks']:,} chunks "
                   f"written to {out} ({', '.join(summary['files'])})", highlight=False)
+    if "distractors" in summary:
+        console.print(f"{summary['distractors']:,} chunks of {distractors} added to the corpus as distractors "
+                      "(never judged relevant)", highlight=False)
     if summary.get("filters"):
         funnel = summary["filters"]
         steps = ", ".join(f"{s['name']} -{s['dropped']}" for s in funnel.get("steps", []) if s["dropped"])
