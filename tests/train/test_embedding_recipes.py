@@ -13,6 +13,7 @@ from ragtune.data.beir import BeirDataset
 from ragtune.errors import ConfigError, DataFormatError
 from ragtune.generate import ict_queries
 from ragtune.train import embedding as emb
+from ragtune.train import validation
 from ragtune.train.embedding import load_pairs, train_embedding
 
 CORPUS = {f"c{i}": {"title": f"Topic {i}", "text": f"Topic {i} opens with fact {i}. A second remark on item {i * 3}. "
@@ -126,7 +127,7 @@ def test_early_stopping_keeps_the_best_model(tiny_model_path, tmp_path, monkeypa
     from sentence_transformers import SentenceTransformer
 
     scripted = ScriptedEvaluator([0.30, 0.50, 0.40, 0.45, 0.20, 0.90, 0.95])
-    monkeypatch.setattr(emb, "_ir_evaluator", lambda val, batch_size, name="val": scripted)
+    monkeypatch.setattr(validation, "ir_evaluator", lambda val, batch_size, name="val": scripted)
     val = BeirDataset(CORPUS, {"v": "fact 3"}, {"v": {"c3": 1}})
     config = _config(tiny_model_path, max_steps=None, epochs=2, evals_per_epoch=6, patience=3)
     result = train_embedding(_data(), config, tmp_path / "es", val=val, save_every_s=None)

@@ -10,7 +10,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "NoSharedPositiveBatchSampler": "ragtune.train.embedding",
+    "NoSharedPositiveBatchSampler": "ragtune.train.sampler",
     "Pair": "ragtune.train.pairs",
     "TrainResult": "ragtune.train.embedding",
     "LOSSES": "ragtune.train.losses",

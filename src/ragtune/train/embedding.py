@@ -13,8 +13,9 @@ writes::
 
 Calling it again into the same ``output_dir`` after an interruption resumes from the last complete checkpoint,
 provided the data and configuration are unchanged (a fingerprint guards this). Pairs come from
-:mod:`ragtune.train.pairs`, losses from :mod:`ragtune.train.losses`; this module holds the batch sampler, the
-mining and teacher glue, and the trainer.
+:mod:`ragtune.train.pairs`, losses from :mod:`ragtune.train.losses`, batches from :mod:`ragtune.train.sampler`,
+validation and the best checkpoint from :mod:`ragtune.train.validation`; this module holds the mining and teacher
+glue and the trainer.
 """
 
 from __future__ import annotations
@@ -24,17 +25,15 @@ import json
 import logging
 import math
 import os
-import random
 import shutil
 import sys
 import time
-from collections.abc import Collection, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sentence_transformers.base.sampler import DefaultBatchSampler
 from transformers import TrainerCallback
 
 from ragtune._io import atomic_dir, atomic_write_json, text_sha1
@@ -52,87 +51,14 @@ from ragtune.train.distributed import (  # DDP: rank-0-only side effects
 )
 from ragtune.train.losses import DISTIL, LOSSES, build_loss, loss_name
 from ragtune.train.pairs import Pair, build_pairs, load_pairs, passage_text, training_pairs
+from ragtune.train.sampler import NoSharedPositiveBatchSampler
+from ragtune.train.validation import BestKeeper, trainer_evaluator
 from ragtune.workspace import config_key
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["LOSSES", "NoSharedPositiveBatchSampler", "Pair", "TrainResult", "build_loss", "build_pairs",
            "load_pairs", "passage_text", "train_embedding"]
-
-
-class NoSharedPositiveBatchSampler(DefaultBatchSampler):
-    """Batches in which no two examples share a key (the positive chunk id), so no in-batch negative is a positive.
-
-    ``keys[i]`` is the key of dataset row ``i``. Rows are shuffled with ``seed + epoch`` and placed first-fit
-    into the open batches that do not hold their key yet; a batch is emitted when full. Batches left partial
-    at the end are emitted too, unless ``drop_last`` (or they hold a single example). Deterministic per epoch, so resuming mid-epoch replays
-    the same batches. Pass ``functools.partial(NoSharedPositiveBatchSampler, keys=keys)`` as
-    ``SentenceTransformerTrainingArguments(batch_sampler=...)``.
-
-    With mined hard negatives, ``negative_keys[i]`` holds the keys of row ``i``'s negatives: a batch then also
-    never mixes a row whose positive is another row's hard negative (every negative column is an in-batch
-    candidate for every query, so that passage would be scored as a negative of its own query).
-
-    DDP (``num_replicas`` processes, see :mod:`ragtune.train.distributed`): accelerate wraps this sampler in its
-    ``BatchSamplerShard``, which gives rank ``r`` the batches ``r, r + n, r + 2n, ...``. So the rows are packed
-    into global batches of ``batch_size * num_replicas`` distinct keys and each is emitted as ``num_replicas``
-    interleaved slices of ``batch_size``: one optimiser step then covers one global batch, each rank's batch has
-    no shared positive, and neither has the global batch (so losses may gather negatives across ranks). Partial
-    global batches are dropped, as sentence-transformers does under DDP (it forces ``drop_last``).
-    """
-
-    def __init__(self, dataset: Any, batch_size: int, drop_last: bool, valid_label_columns: list[str] | None = None,
-                 generator: Any = None, seed: int = 0, *, keys: Sequence[Hashable], num_replicas: int = 1,
-                 negative_keys: Sequence[Collection[Hashable]] | None = None) -> None:
-        super().__init__(dataset, batch_size=batch_size, drop_last=drop_last,
-                         valid_label_columns=valid_label_columns, generator=generator, seed=seed)
-        if len(keys) != len(dataset):
-            raise ValueError(f"keys has {len(keys)} entries but the dataset has {len(dataset)} rows")
-        self.keys = list(keys)
-        if negative_keys is not None and len(negative_keys) != len(keys):
-            raise ValueError(f"negative_keys has {len(negative_keys)} entries but keys has {len(keys)}")
-        self.negative_keys = [frozenset(n) for n in negative_keys] if negative_keys is not None else None
-        self.num_replicas = max(1, num_replicas)  # DDP processes
-        self._cached: tuple[int, list[list[int]]] | None = None
-
-    def batches(self, epoch: int) -> list[list[int]]:
-        if self._cached is not None and self._cached[0] == epoch:
-            return self._cached[1]
-        order = list(range(len(self.keys)))
-        random.Random(f"{self.seed}:{epoch}").shuffle(order)
-        size = self.batch_size * self.num_replicas  # DDP: one global batch per step (see the class doc)
-        full: list[list[int]] = []
-        open_: list[tuple[list[int], set[Hashable], set[Hashable]]] = []  # rows, their keys, their negatives
-        none: frozenset[Hashable] = frozenset()
-        for idx in order:
-            key = self.keys[idx]
-            negs = self.negative_keys[idx] if self.negative_keys is not None else none
-            for pos, (batch, held, held_negs) in enumerate(open_):
-                if key not in held and key not in held_negs and held.isdisjoint(negs):
-                    batch.append(idx)
-                    held.add(key)
-                    held_negs.update(negs)
-                    if len(batch) == size:
-                        full.append(batch)
-                        del open_[pos]
-                    break
-            else:
-                if size == 1:
-                    full.append([idx])
-                else:
-                    open_.append(([idx], {key}, set(negs)))
-        if self.num_replicas > 1:  # DDP: slice r of every global batch goes to rank r
-            full = [batch[r::self.num_replicas] for batch in full for r in range(self.num_replicas)]
-        elif not self.drop_last:  # a lone example has no in-batch negative: its loss is 0, the step wasted
-            full.extend(batch for batch, _, _ in open_ if len(batch) > 1)
-        self._cached = (epoch, full)
-        return full
-
-    def __iter__(self) -> Iterator[list[int]]:
-        yield from self.batches(self.epoch)
-
-    def __len__(self) -> int:
-        return len(self.batches(self.epoch))
 
 
 @dataclass
@@ -216,43 +142,6 @@ def _hf_bars_off() -> Iterator[None]:
     finally:
         if was_on:
             hf_logging.enable_progress_bar()
-
-
-def _ir_evaluator(val: BeirDataset, batch_size: int, name: str = "val"):
-    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
-
-    relevant = {q: {d for d, s in docs.items() if s > 0} for q, docs in val.qrels.items()}
-    relevant = {q: ds for q, ds in relevant.items() if ds and q in val.queries}
-    return InformationRetrievalEvaluator(
-        queries={q: val.queries[q] for q in relevant}, corpus={d: passage_text(doc) for d, doc in val.corpus.items()},
-        relevant_docs=relevant, name=name, batch_size=batch_size, write_csv=False, show_progress_bar=False,
-        mrr_at_k=[10], ndcg_at_k=[10], accuracy_at_k=[1, 10], precision_recall_at_k=[10], map_at_k=[100])
-
-
-def _evaluator(val: BeirDataset | None, monitor: Mapping[str, BeirDataset], batch_size: int):
-    """The trainer's evaluator: ``val`` as ``val`` (it picks the checkpoint) and each monitored set as
-    ``monitor_NAME`` (logged only). Sets that share one corpus object encode it once per evaluation."""
-    from sentence_transformers.sentence_transformer.evaluation import SequentialEvaluator
-
-    named = ([("val", val)] if val is not None else []) + [(f"monitor_{n}", ds) for n, ds in monitor.items()]
-    evaluators = [_ir_evaluator(ds, batch_size, name) for name, ds in named]
-    if len(evaluators) == 1:
-        return evaluators[0]
-    corpus_keys = [id(ds.corpus) for _, ds in named]
-
-    class SharedCorpusEvaluator(SequentialEvaluator):
-        def __call__(self, model, output_path=None, epoch=-1, steps=-1):
-            encoded: dict[int, Any] = {}
-            results: dict[str, float] = {}
-            for ev, key in zip(self.evaluators, corpus_keys, strict=True):
-                if key not in encoded:
-                    encoded[key] = ev.embed_inputs(model, ev.corpus, encode_fn_name="document",
-                                                   prompt_name=ev.corpus_prompt_name, prompt=ev.corpus_prompt)
-                results.update(ev(model, output_path, epoch, steps, corpus_embeddings=encoded[key]))
-            self.primary_metric = self.evaluators[0].primary_metric
-            return results
-
-    return SharedCorpusEvaluator(evaluators)
 
 
 # --- negatives and teacher labels ------------------------------------------------------------------------------
@@ -339,63 +228,6 @@ def _teacher_labels(scorer: Any, pairs: list[Pair], negatives: list[list[str]]) 
         scores = scorer.score(flat, desc="teacher scoring training pairs")
     width = 1 + len(negatives[0])
     return [scores[i:i + width] for i in range(0, len(scores), width)]
-
-
-# --- best checkpoint and early stopping ------------------------------------------------------------------------
-
-
-def _ndcg_key(metrics: dict[str, Any]) -> str | None:
-    keys = sorted(k for k in metrics if k.startswith("eval_val_") and k.endswith("ndcg@10"))
-    return next((k for k in keys if "cosine" in k), keys[0] if keys else None)
-
-
-class _BestKeeper(TrainerCallback):
-    """Keeps the model with the best validation nDCG@10 in ``best_dir`` and stops training after ``patience``
-    evaluations without improvement. After a resume its state is rebuilt from the restored log history."""
-
-    def __init__(self, best_dir: Path, patience: int | None) -> None:
-        self.best_dir, self.patience = best_dir, patience
-        self.best_metric: float | None = None
-        self.best_step: int | None = None
-        self.since_best = 0
-        self.stopped_early = False
-
-    def _update(self, step: int, value: float) -> bool:
-        if self.best_metric is None or value > self.best_metric:
-            self.best_metric, self.best_step, self.since_best = value, step, 0
-            return True
-        self.since_best += 1
-        return False
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        for h in state.log_history:  # a resumed run: replay the evaluations made before the checkpoint
-            key = _ndcg_key(h)
-            if key is not None:
-                self._update(int(h["step"]), float(h[key]))
-        info = self.best_dir / "best.json"
-        if info.is_file():  # saved after the checkpoint, by the interrupted run
-            saved = json.loads(info.read_text(encoding="utf-8"))
-            if self.best_metric is None or saved["metric"] > self.best_metric:
-                self.best_metric, self.best_step = saved["metric"], saved["step"]
-
-    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
-        key = _ndcg_key(metrics or {})
-        if key is None:
-            return
-        value = float(metrics[key])
-        if self._update(state.global_step, value):
-            if is_main_process() and model is not None:
-                with atomic_dir(self.best_dir) as tmp:
-                    model.save(str(tmp))
-                    atomic_write_json(tmp / "best.json", {"step": state.global_step, "metric": value, "key": key})
-            logger.info("validation nDCG@10 %.4f at step %d (best so far)", value, state.global_step)
-        else:
-            logger.info("validation nDCG@10 %.4f at step %d (best %.4f at step %s; %d without improvement)", value,
-                        state.global_step, self.best_metric, self.best_step, self.since_best)
-            if self.patience is not None and self.since_best >= self.patience and state.global_step < state.max_steps:
-                logger.info("early stopping: no better validation nDCG@10 in %d evaluations", self.since_best)
-                self.stopped_early = True
-                control.should_training_stop = True
 
 
 def train_embedding(train: Any, config: EmbeddingTrainConfig | None = None, output_dir: str | Path = "embedding",
@@ -512,11 +344,11 @@ def train_embedding(train: Any, config: EmbeddingTrainConfig | None = None, outp
         per_device_eval_batch_size=batch_size, report_to="none", disable_tqdm=True, use_cpu=not cuda,
         bf16=cuda and torch.cuda.is_bf16_supported(), fp16=cuda and not torch.cuda.is_bf16_supported(),
         dataloader_drop_last=n_ranks > 1)  # DDP: sentence-transformers would force it with a warning
-    keeper = _BestKeeper(best_dir, config.patience) if val is not None else None
+    keeper = BestKeeper(best_dir, config.patience) if val is not None else None
     loss = build_loss(model, config)
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=dataset, loss=loss,
-        evaluator=_evaluator(val, monitor, max(batch_size, 128)) if evaluating else None,  # batch: encoding only
+        evaluator=trainer_evaluator(val, monitor, max(batch_size, 128)) if evaluating else None,  # batch: encoding only
         callbacks=[_Progress(save_steps, save_every_s, show, eval_at_end=evaluating), SyncSamplerEpoch(),
                    *([keeper] if keeper is not None else [])])
     for cb in (PrinterCallback, ProgressCallback):  # both print the raw log dicts to stdout
