@@ -1,6 +1,7 @@
 """The forgetting guard's trade-off, mix by mix, for one fine-tuned embedding model and its base.
 
-Every weight mix ``alpha * finetuned + (1 - alpha) * base`` is scored on what the guard sees (the validation split
+Every weight mix ``alpha * finetuned + (1 - alpha) * base`` and every layer mix (the fine-tuned embeddings and
+lowest ``k`` layers under the base's upper layers) is scored on what the guard sees (the validation split
 of the training source, ragtune's general-domain check set) and on what it cannot see (the set's test qrels and a
 set from another domain, ``--cross``), so one table shows whether the mix the guard chose is the one the test set
 would have chosen and what a looser ``max_general_drop`` would have bought::
@@ -9,7 +10,8 @@ would have chosen and what a looser ``max_general_drop`` would have bought::
         --model /tmp/bench-emb5/train/lr5e5x3/train/model --source train --out /tmp/guard-curve
 
 The validation split is the one ``bench/embedding_recipes.py`` trains against (same seed, same fraction), so the
-model must come from that benchmark (or from training on the same split).
+model must come from that benchmark (or from training on the same split). ``--distractors N`` adds up to N
+training documents to its corpus, as ``ragtune run`` does (``generate.val_distractors``, 2,000).
 """
 
 from __future__ import annotations
@@ -34,17 +36,28 @@ def main() -> None:
     ap.add_argument("--base", default="minilm", help="the base the model was fine-tuned from")
     ap.add_argument("--alphas", default=None, help="comma-separated shares of fine-tuned weights "
                                                    "(default: the guard's own grid)")
+    ap.add_argument("--distractors", type=int, default=0, help="training documents added to the validation corpus "
+                                                               "(ragtune run adds 2000)")
     ap.add_argument("--out", default="/tmp/ragtune-bench/guard-curve")
     ap.add_argument("--bootstrap", type=int, default=1000)
     args = ap.parse_args()
 
-    from ragtune.models import resolve_model
-    from ragtune.train.guard import GuardConfig, guard_model, interpolate_weights
+    from ragtune.data.split import with_distractors
+    from ragtune.models import load_sentence_transformer, resolve_model
+    from ragtune.train.guard import (
+        GuardConfig,
+        count_layers,
+        guard_model,
+        interpolate_weights,
+        mix_lower_layers,
+    )
 
     base = resolve_model(args.base)
     out = Path(args.out)
     cfg = GuardConfig(**({"alphas": [float(a) for a in args.alphas.split(",")]} if args.alphas else {}))
-    _, val = split_by_document(load_train_source(Path(args.data), args.source))
+    train, val = split_by_document(load_train_source(Path(args.data), args.source))
+    val, added = with_distractors(val, train.corpus, args.distractors)
+    print(f"validation: {len(val.qrels)} queries over {len(val.corpus)} documents ({added} distractors)", flush=True)
     t0 = time.perf_counter()
     guard = guard_model(base, args.model, val, out / "guard", cfg)
     print(f"[{time.strftime('%H:%M:%S')}] guard: {guard.message} ({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -52,6 +65,9 @@ def main() -> None:
     systems = {"base": f"dense:{base}"}
     for a in cfg.alphas:
         systems[f"alpha={a:g}"] = f"dense:{interpolate_weights(base, args.model, a, out / f'mix-{a:g}')}"
+    n_layers = count_layers(load_sentence_transformer(args.model, device="cpu")) if cfg.layer_mixes else 0
+    for k in range(1, n_layers):
+        systems[f"lower-layers={k}"] = f"dense:{mix_lower_layers(base, args.model, k, out / f'lower-{k}')}"
     systems["fine-tuned"] = f"dense:{args.model}"
     evals = {}
     for split, path in (("test", args.data), ("cross", args.cross)):
@@ -65,7 +81,8 @@ def main() -> None:
 
 def table(summary: dict, metric: str) -> str:
     guard, evals = summary["guard"], summary["evals"]
-    chosen = {"fine-tuned": "fine-tuned", "base": "base"}.get(guard["decision"], f"alpha={guard['alpha']:g}")
+    chosen = guard.get("candidate") or {"fine-tuned": "fine-tuned", "base": "base"}.get(
+        guard["decision"], f"alpha={guard['alpha']:g}")  # summaries written before layer mixes have no candidate
     head = f"| model | validation {metric} | check set {metric} (Δ) | test {metric} [95% CI] |" + \
         (f" cross-domain {metric} [95% CI] (Δ) |" if "cross" in evals else "")
     lines = [f"device: {summary['device']}", "", head, "|" + "---|" * (head.count("|") - 1)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import copy
 import fnmatch
 import json
 import logging
@@ -141,6 +142,64 @@ def test_auto_check_set_follows_the_validation_language(toy_beir):
 # --- interpolation -------------------------------------------------------------------------------------------
 
 
+def test_lower_layer_mix_takes_fine_tuned_weights_below_k(tiny_model_path, tmp_path):
+    import torch
+
+    from ragtune.train.guard import _mix_lower_layers, count_layers
+
+    base_model = guard_mod._load(tiny_model_path, "cpu")
+    ft_model = copy.deepcopy(base_model)
+    with torch.no_grad():
+        for p in ft_model.parameters():  # every weight moves, constant ones (norms, biases) too
+            p.add_(torch.randn_like(p) * 0.01)
+    assert count_layers(base_model) == 2
+    base_sd, ft_sd = base_model.state_dict(), ft_model.state_dict()
+    got = _mix_lower_layers(base_model, ft_model, 1).state_dict()
+    assert got.keys() == ft_sd.keys()
+    for key in got:
+        from_ft = ".embeddings." in key or ".layer.0." in key
+        assert torch.equal(got[key], (ft_sd if from_ft else base_sd)[key]), key
+        if torch.is_floating_point(got[key]):
+            assert not torch.equal(base_sd[key], ft_sd[key]), key  # so the check above can fail
+    assert any(".layer.1." in k for k in got) and any("pooler" in k for k in got)  # the heads above stay the base's
+    for bad in (0, 2):
+        with pytest.raises(ConfigError, match=f"k={bad}: must be between 1 and 1"):
+            _mix_lower_layers(base_model, ft_model, bad)
+
+
+def test_layer_mix_wins_when_it_keeps_more_of_the_gain(tiny_model_path, toy_beir, tmp_path, monkeypatch):
+    """Validation follows the fine-tuned share of every weight; the check set only the share of the upper layer, as
+    when forgetting sits in the upper layers: the layer mix keeps the lower layer's gain at no cost."""
+    ft = _perturbed(tiny_model_path, tmp_path / "ft", scale=1.0)
+    base_sd, ft_sd = _state(tiny_model_path), _state(ft)
+    low = next(k for k in base_sd if k.endswith("word_embeddings.weight"))
+    high = next(k for k in base_sd if ".layer.1." in k and k.endswith("query.weight"))
+
+    def share(model, key):
+        return float(((model.state_dict()[key][0, :4] - base_sd[key][0, :4]) / (ft_sd[key] - base_sd[key])[0, :4]).mean())
+
+    def fake_evaluate(model, dataset, batch_size):
+        lo, hi = share(model, low), share(model, high)
+        return {"ndcg@10": 0.5 + 0.06 * lo + 0.04 * hi if dataset.name == "toy" else 0.8 - 0.05 * hi}
+
+    monkeypatch.setattr(guard_mod, "_evaluate", fake_evaluate)
+    general = load_checkset("en")
+    result = guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g", general=general)
+    assert result.decision == "interpolated" and result.alpha is None and result.layers == 1
+    assert result.candidate == "lower-layers=1" and result.to_dict()["layers"] == 1
+    assert "lowest 1 transformer layers" in result.message and result.to_dict()["val_chosen"] == pytest.approx(0.56)
+    got = _state(result.model_dir)
+    assert got[low].equal(ft_sd[low]) and got[high].equal(base_sd[high])
+    # without layer mixes the best uniform mix is kept (alpha 0.1: the check set allows a tenth of the upper layer)
+    res = guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g2", GuardConfig(layer_mixes=False),
+                      general)
+    assert res.alpha == 0.1 and res.layers is None and not any(k.startswith("lower-layers") for k in res.scores)
+    # nothing passes: the message names both kinds of mix
+    res = guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g3", GuardConfig(min_val_gain=0.5),
+                      general)
+    assert res.decision == "base" and "alpha 0.1," in res.message and "the layer mixes" in res.message
+
+
 def test_interpolation_endpoints_and_midpoint(tiny_model_path, tmp_path):
     import torch
 
@@ -175,7 +234,7 @@ def test_clearly_worse_model_is_refused(minilm, minilm_path, noisy_minilm, toy_b
                              general=general_small)
     assert result.decision == "base" and result.verdict == "fail" and result.alpha == 0.0
     assert result.score("base", "val") > result.score("fine-tuned", "val") + 0.2
-    assert set(result.scores) == {"base", "fine-tuned", "alpha=0.5"}
+    assert set(result.scores) == {"base", "fine-tuned", "alpha=0.5", *(f"lower-layers={k}" for k in range(1, 6))}
     assert "kept the base model" in result.message and "forgetting guard" in caplog.text
     data = json.loads((tmp_path / "g" / "guard.json").read_text(encoding="utf-8"))
     assert data["decision"] == "base" and data["verdict"] == "fail" and data["message"] == result.message
@@ -228,7 +287,8 @@ def test_best_passing_mix_is_chosen(tiny_model_path, toy_beir, tmp_path, monkeyp
     # 0.4 loses 0.008 (fails)
     result = guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g", general=general)
     assert result.decision == "interpolated" and result.alpha == 0.3 and result.verdict == "warn"
-    assert set(result.scores) == {"base", "fine-tuned", *(f"alpha={a / 10:g}" for a in range(1, 10))}
+    # the tiny model has 2 layers: one layer mix, whose fine-tuned embeddings (t = 1 here) fail the check set
+    assert set(result.scores) == {"base", "fine-tuned", "lower-layers=1", *(f"alpha={a / 10:g}" for a in range(1, 10))}
     assert "lost 5.0 points" in result.message and "0.3 of the fine-tuned weights" in result.message
     got = _state(result.model_dir)
     assert torch.allclose(got[key], 0.7 * base_sd[key] + 0.3 * ft_sd[key], atol=1e-6)

@@ -9,7 +9,11 @@ and on a small general-domain check set (:func:`ragtune.data.checkset.load_check
    one with the best validation score among those that pass both tests is kept ("interpolated"; a tie goes to the
    larger share of fine-tuned weights). The default grid is a tenth apart: how much of the fine-tuned weights a
    domain can take before the check set suffers varies from run to run, and each mix costs only two small
-   evaluations;
+   evaluations. With ``layer_mixes`` (the default) the same contest also holds *layer mixes*: the fine-tuned
+   embeddings and lowest ``k`` transformer layers under the base model's upper layers, for ``k = 1 … L-1``.
+   What a domain changes most is its vocabulary and phrasing, which the lower layers read; what the general check
+   set loses is mostly held in the upper ones, so a layer mix often keeps more of the domain gain than a uniform
+   mix at the same cost on the check set (measured in bench/RESULTS.md);
 3. failing that, the base model is kept, and the report says so.
 
 It writes::
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +59,9 @@ class GuardConfig(_Config):
     alphas: list[float] = Field(default_factory=lambda: [round(0.1 * i, 1) for i in range(1, 10)],
                                 description="share of fine-tuned weights in the mixes tried when the fine-tuned "
                                             "model fails (default 0.1, 0.2, ..., 0.9; [] = never interpolate)")
+    layer_mixes: bool = Field(True, description="also try the fine-tuned embeddings and lowest k transformer layers "
+                                                "under the base's upper layers (k = 1 ... L-1) when the "
+                                                "fine-tuned model fails")
     check_set: str = Field("auto", description="'auto' (language of the validation corpus), 'en', 'zh', or the "
                                                "path of your own BEIR directory")
     batch_size: int = Field(64, ge=1, description="encoding batch size")
@@ -90,7 +98,7 @@ class GuardResult:
     """What :func:`guard_model` decided, and every score it measured."""
 
     decision: str  # "fine-tuned" | "interpolated" | "base"
-    alpha: float | None  # share of fine-tuned weights in the model kept (1.0 fine-tuned, 0.0 base)
+    alpha: float | None  # share of fine-tuned weights in a uniform mix (1.0 fine-tuned, 0.0 base; None: a layer mix)
     model_dir: Path
     message: str
     metric: str
@@ -99,6 +107,14 @@ class GuardResult:
     config: dict[str, Any] = field(default_factory=dict)
     paths: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    layers: int | None = None  # a layer mix: how many of the lowest transformer layers are the fine-tuned ones
+
+    @property
+    def candidate(self) -> str:
+        """The name of the kept model in :attr:`scores`."""
+        if self.decision != INTERPOLATED:
+            return self.decision
+        return _layers_name(self.layers) if self.layers is not None else _candidate_name(self.alpha)
 
     @property
     def verdict(self) -> str:
@@ -109,12 +125,14 @@ class GuardResult:
 
     def to_dict(self) -> dict[str, Any]:
         """guard.json: flat scalars first (the report shows those), then the full measurements."""
-        chosen = _candidate_name(self.alpha) if self.decision == INTERPOLATED else self.decision
+        chosen = self.candidate
         return {
             "verdict": self.verdict,
             "message": self.message,
             "decision": self.decision,
+            "candidate": self.candidate,
             "alpha": self.alpha,
+            "layers": self.layers,
             "metric": self.metric,
             "check_set": self.check_set,
             "val_base": self.score(BASE, "val"),
@@ -134,6 +152,10 @@ class GuardResult:
 
 def _candidate_name(alpha: float | None) -> str:
     return f"alpha={alpha:g}"
+
+
+def _layers_name(k: int | None) -> str:
+    return f"lower-layers={k}"
 
 
 # --- weights ---------------------------------------------------------------------------------------------------
@@ -195,6 +217,40 @@ def _mix(base_model, ft_model, alpha: float, names: tuple[str, str] = ("base", "
     return model
 
 
+_LAYER_KEY = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
+
+
+def _layer_of(key: str) -> int | None:
+    match = _LAYER_KEY.search(key)
+    return int(match.group(1)) if match else None
+
+
+def count_layers(model) -> int:
+    """How many numbered transformer layers the weights of ``model`` hold (``encoder.layer.N.``, ``layers.N.`` ...;
+    0 when none are found)."""
+    found = {_layer_of(k) for k in model.state_dict()} - {None}
+    return max(found) + 1 if found else 0
+
+
+def _mix_lower_layers(base_model, ft_model, k: int, names: tuple[str, str] = ("base", "finetuned")):
+    """A new SentenceTransformer with the fine-tuned weights below layer ``k`` (the embeddings and layers
+    ``0 … k-1``) and the base weights from layer ``k`` up (upper layers, final norms, pooler, dense heads)."""
+    base_sd, ft_sd = base_model.state_dict(), ft_model.state_dict()
+    _check_same_architecture(base_sd, ft_sd, *names)
+    n = count_layers(ft_model)
+    if not 0 < k < n:
+        raise ConfigError(f"lower layers k={k}: must be between 1 and {n - 1} (the model has {n} layers)")
+    mixed, seen_layer = {}, False
+    for key, ft_t in ft_sd.items():  # state dicts list the embeddings first, then the layers, then the heads
+        layer = _layer_of(key)
+        seen_layer = seen_layer or layer is not None
+        lower = layer < k if layer is not None else not seen_layer  # unnumbered: embeddings below, heads above
+        mixed[key] = (ft_t if lower else base_sd[key].to(ft_t.device)).clone()
+    model = copy.deepcopy(ft_model)
+    model.load_state_dict(mixed)
+    return model
+
+
 def _save(model, output_dir: Path) -> Path:
     with atomic_dir(output_dir) as tmp:
         model.save(str(tmp))
@@ -212,6 +268,13 @@ def interpolate_weights(base: Any, finetuned: Any, alpha: float, output_dir: str
     """
     base_model, ft_model = _load(base, "cpu"), _load(finetuned, "cpu")
     return _save(_mix(base_model, ft_model, float(alpha), (_name(base), _name(finetuned))), Path(output_dir))
+
+
+def mix_lower_layers(base: Any, finetuned: Any, k: int, output_dir: str | Path) -> Path:
+    """Write the fine-tuned embeddings and transformer layers ``0 … k-1`` under the base model's layers from ``k``
+    up (and its pooler and heads) as a sentence-transformers dir; arguments as for :func:`interpolate_weights`."""
+    base_model, ft_model = _load(base, "cpu"), _load(finetuned, "cpu")
+    return _save(_mix_lower_layers(base_model, ft_model, int(k), (_name(base), _name(finetuned))), Path(output_dir))
 
 
 # --- evaluation ------------------------------------------------------------------------------------------------
@@ -268,7 +331,7 @@ def _failure_reason(scores: dict, cfg: GuardConfig) -> str:
     return " and ".join(reasons)
 
 
-def _message(decision: str, alpha: float | None, scores: dict, cfg: GuardConfig) -> str:
+def _message(decision: str, alpha: float | None, scores: dict, cfg: GuardConfig, layers: int | None = None) -> str:
     m = cfg.metric
     bv, bg = scores[BASE]["val"][m], scores[BASE]["general"][m]
     if decision == FINE_TUNED:
@@ -278,13 +341,16 @@ def _message(decision: str, alpha: float | None, scores: dict, cfg: GuardConfig)
                 "kept.")
     why = _failure_reason(scores, cfg)
     if decision == INTERPOLATED:
-        c = scores[_candidate_name(alpha)]
-        return (f"The fine-tuned model {why}, so ragtune kept a weight mix with {alpha:g} of the fine-tuned weights "
-                f"({m} {c['val'][m]:.3f} on validation vs {bv:.3f} for the base, {c['general'][m]:.3f} on the "
-                f"general check set vs {bg:.3f}).")
-    tried = f" and no weight mix (alpha {', '.join(f'{a:g}' for a in cfg.alphas)}) passed both tests" \
-        if cfg.alphas else ""
-    return f"The fine-tuned model {why}{tried}, so ragtune kept the base model."
+        c = scores[_layers_name(layers) if layers is not None else _candidate_name(alpha)]
+        kept = (f"the fine-tuned embeddings and lowest {layers} transformer layers under the base model's upper "
+                "layers" if layers is not None else f"a weight mix with {alpha:g} of the fine-tuned weights")
+        return (f"The fine-tuned model {why}, so ragtune kept {kept} ({m} {c['val'][m]:.3f} on validation vs "
+                f"{bv:.3f} for the base, {c['general'][m]:.3f} on the general check set vs {bg:.3f}).")
+    tried = [f"alpha {', '.join(f'{a:g}' for a in cfg.alphas)}"] if cfg.alphas else []
+    if any(name.startswith("lower-layers=") for name in scores):
+        tried.append("the layer mixes")
+    tried_text = f" and no weight mix ({'; '.join(tried)}) passed both tests" if tried else ""
+    return f"The fine-tuned model {why}{tried_text}, so ragtune kept the base model."
 
 
 def guard_model(
@@ -328,25 +394,33 @@ def guard_model(
 
     base_val, base_gen = measure(BASE, base_model)
     ft_val, ft_gen = measure(FINE_TUNED, ft_model)
-    decision, alpha, chosen = BASE, 0.0, base_model
+    decision, alpha, layers, chosen = BASE, 0.0, None, base_model
     if _passes(ft_val, ft_gen, base_val, base_gen, cfg):
         decision, alpha, chosen = FINE_TUNED, 1.0, ft_model
     else:
+        # (alpha, None) a uniform mix, (None, k) a layer mix; the best validation score among those that pass wins,
+        # a tie going to the larger share of fine-tuned weights
+        n_layers = count_layers(ft_model) if cfg.layer_mixes else 0
+        candidates = [(a, None, a) for a in cfg.alphas] + [(None, k, k / n_layers) for k in range(1, n_layers)]
         best: tuple[float, float] | None = None
-        for a in cfg.alphas:
-            mixed = _mix(base_model, ft_model, a, names)
-            v, g = measure(_candidate_name(a), mixed)
-            if _passes(v, g, base_val, base_gen, cfg) and (best is None or (v, a) > best):
-                best, decision, alpha, chosen = (v, a), INTERPOLATED, a, mixed
+        for a, k, share in candidates:
+            if k is None:
+                mixed, name = _mix(base_model, ft_model, a, names), _candidate_name(a)
+            else:
+                mixed, name = _mix_lower_layers(base_model, ft_model, k, names), _layers_name(k)
+            v, g = measure(name, mixed)
+            if _passes(v, g, base_val, base_gen, cfg) and (best is None or (v, share) > best):
+                best, decision, alpha, layers, chosen = (v, share), INTERPOLATED, a, k, mixed
     _save(chosen, output_dir / "model")
-    message = _message(decision, alpha, scores, cfg)
+    message = _message(decision, alpha, scores, cfg, layers)
     result = GuardResult(decision=decision, alpha=alpha, model_dir=output_dir / "model", message=message,
                          metric=cfg.metric, check_set=general_name, scores=scores,
-                         config=cfg.model_dump(mode="json"), paths=paths, seconds=time.perf_counter() - start)
+                         config=cfg.model_dump(mode="json"), paths=paths, seconds=time.perf_counter() - start,
+                         layers=layers)
     atomic_write_json(output_dir / "guard.json", result.to_dict())
     (logger.info if decision == FINE_TUNED else logger.warning)("forgetting guard: %s", message)
     return result
 
 
-__all__ = ["GuardConfig", "GuardResult", "general_check_set", "guard_model", "interpolate_weights",
-           "load_checkset"]
+__all__ = ["GuardConfig", "GuardResult", "count_layers", "general_check_set", "guard_model", "interpolate_weights",
+           "load_checkset", "mix_lower_layers"]
