@@ -1,0 +1,69 @@
+"""Where a fine-tuned embedding model's forgetting sits: swap groups of weights (the embeddings, the lower half of
+the layers, the upper half) between the base and the fine-tuned model and score each hybrid on ragtune's general
+check set and on a BEIR test set.
+
+    python bench/layer_swap.py --model /tmp/bench-last/train/lr5e5x3last/train/model \\
+        --data ../shared/evaldata/scifact --out /tmp/layer-swap
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+
+from ragtune.config import EvalConfig
+from ragtune.data.beir import load_beir
+from ragtune.data.checkset import load_checkset
+from ragtune.evaluate.harness import evaluate_systems
+from ragtune.models import load_sentence_transformer, resolve_model
+from ragtune.train.guard import _layer_of, count_layers
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, help="the fine-tuned sentence-transformers directory")
+    ap.add_argument("--base", default="minilm")
+    ap.add_argument("--data", help="a BEIR dir whose test qrels are scored too")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    base_path = resolve_model(args.base)
+    base, ft = load_sentence_transformer(base_path, device="cpu"), load_sentence_transformer(args.model, device="cpu")
+    bsd, fsd = base.state_dict(), ft.state_dict()
+    half = count_layers(ft) // 2
+
+    def emb(key: str) -> bool:
+        return ".embeddings." in key
+
+    def low(key: str) -> bool:
+        layer = _layer_of(key)
+        return layer is not None and layer < half
+
+    def high(key: str) -> bool:
+        layer = _layer_of(key)
+        return layer is not None and layer >= half
+
+    takes = {"fine-tuned embeddings only": emb, f"fine-tuned layers {half}+ only": high,
+             f"fine-tuned embeddings + layers <{half}": lambda k: emb(k) or low(k),
+             "fine-tuned all but the embeddings": lambda k: not emb(k)}
+    specs = {"base": f"dense:{base_path}", "fine-tuned": f"dense:{args.model}"}
+    for i, (name, take) in enumerate(takes.items()):
+        model = copy.deepcopy(base)
+        model.load_state_dict({k: (fsd[k] if take(k) else bsd[k]) for k in bsd})
+        path = Path(args.out) / f"swap-{i}"
+        model.save(str(path))
+        specs[name] = f"dense:{path}"
+    sets = {"check set": load_checkset("en"), **({"test": load_beir(args.data)} if args.data else {})}
+    means = {s: evaluate_systems(ds, specs, EvalConfig(bootstrap=0)).to_dict()["systems"] for s, ds in sets.items()}
+    print("| weights | " + " | ".join(f"{s} nDCG@10 (Δ pt)" for s in sets) + " |")
+    print("|---|" + "---|" * len(sets))
+    for name in specs:
+        cells = []
+        for s in sets:
+            v, b = means[s][name]["means"]["ndcg@10"], means[s]["base"]["means"]["ndcg@10"]
+            cells.append(f"{v:.4f} ({100 * (v - b):+.2f})")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
