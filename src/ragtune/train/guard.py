@@ -12,7 +12,7 @@ and on a small general-domain check set (:func:`ragtune.data.checkset.load_check
    evaluations. With ``layer_mixes`` (the default) the same contest also holds *layer mixes*: the fine-tuned
    embeddings and lowest ``k`` transformer layers under the base model's upper layers, for ``k = 1 … L-1``.
    What a domain changes most is its vocabulary and phrasing, which the lower layers read; what the general check
-   set loses is mostly held in the upper ones, so a layer mix often keeps more of the domain gain than a uniform
+   set loses sat mostly in the upper ones in our measurement, so a layer mix can keep more of the domain gain than a uniform
    mix at the same cost on the check set (measured in bench/RESULTS.md);
 3. failing that, the base model is kept, and the report says so.
 
