@@ -11,9 +11,9 @@ and on a small general-domain check set (:func:`ragtune.data.checkset.load_check
    domain can take before the check set suffers varies from run to run, and each mix costs only two small
    evaluations. With ``layer_mixes`` (the default) the same contest also holds *layer mixes*: the fine-tuned
    embeddings and lowest ``k`` transformer layers under the base model's upper layers, for ``k = 1 … L-1``.
-   What a domain changes most is its vocabulary and phrasing, which the lower layers read; what the general check
-   set loses sat mostly in the upper ones in our measurement, so a layer mix can keep more of the domain gain than a uniform
-   mix at the same cost on the check set (measured in bench/RESULTS.md);
+   What a domain changes most is its vocabulary and phrasing, which the lower layers read; in the one model
+   measured (bench/RESULTS.md) what the general check set lost sat mostly in the upper layers, and a layer mix
+   kept more of the domain gain than a uniform mix at the same cost on the check set;
 3. failing that, the base model is kept, and the report says so.
 
 It writes::
