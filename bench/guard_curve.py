@@ -44,13 +44,8 @@ def main() -> None:
 
     from ragtune.data.split import with_distractors
     from ragtune.models import load_sentence_transformer, resolve_model
-    from ragtune.train.guard import (
-        GuardConfig,
-        count_layers,
-        guard_model,
-        interpolate_weights,
-        mix_lower_layers,
-    )
+    from ragtune.train.guard import GuardConfig, guard_model
+    from ragtune.train.mixing import count_layers, interpolate_weights, mix_lower_layers
 
     base = resolve_model(args.base)
     out = Path(args.out)

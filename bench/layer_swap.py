@@ -9,7 +9,6 @@ check set and on a BEIR test set.
 from __future__ import annotations
 
 import argparse
-import copy
 from pathlib import Path
 
 from ragtune.config import EvalConfig
@@ -17,7 +16,7 @@ from ragtune.data.beir import load_beir
 from ragtune.data.checkset import load_checkset
 from ragtune.evaluate.harness import evaluate_systems
 from ragtune.models import load_sentence_transformer, resolve_model
-from ragtune.train.guard import _layer_of, count_layers
+from ragtune.train.mixing import count_layers, layer_of, take_weights
 
 
 def main() -> None:
@@ -29,18 +28,17 @@ def main() -> None:
     args = ap.parse_args()
     base_path = resolve_model(args.base)
     base, ft = load_sentence_transformer(base_path, device="cpu"), load_sentence_transformer(args.model, device="cpu")
-    bsd, fsd = base.state_dict(), ft.state_dict()
     half = count_layers(ft) // 2
 
     def emb(key: str) -> bool:
         return ".embeddings." in key
 
     def low(key: str) -> bool:
-        layer = _layer_of(key)
+        layer = layer_of(key)
         return layer is not None and layer < half
 
     def high(key: str) -> bool:
-        layer = _layer_of(key)
+        layer = layer_of(key)
         return layer is not None and layer >= half
 
     takes = {"fine-tuned embeddings only": emb, f"fine-tuned layers {half}+ only": high,
@@ -48,8 +46,7 @@ def main() -> None:
              "fine-tuned all but the embeddings": lambda k: not emb(k)}
     specs = {"base": f"dense:{base_path}", "fine-tuned": f"dense:{args.model}"}
     for i, (name, take) in enumerate(takes.items()):
-        model = copy.deepcopy(base)
-        model.load_state_dict({k: (fsd[k] if take(k) else bsd[k]) for k in bsd})
+        model = take_weights(base, ft, take)
         path = Path(args.out) / f"swap-{i}"
         model.save(str(path))
         specs[name] = f"dense:{path}"

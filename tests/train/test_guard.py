@@ -18,6 +18,7 @@ from ragtune.data.checkset import load_checkset
 from ragtune.errors import ConfigError
 from ragtune.lang import detect_language
 from ragtune.train import guard as guard_mod
+from ragtune.train import mixing
 from ragtune.train.guard import GuardConfig, guard_model, interpolate_weights
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -139,15 +140,15 @@ def test_auto_check_set_follows_the_validation_language(toy_beir):
     assert guard_mod.general_check_set(GuardConfig(check_set=str(toy_beir)), zh_val)[0].name == "toy"
 
 
-# --- interpolation -------------------------------------------------------------------------------------------
+# --- weight mixes (ragtune.train.mixing) ---------------------------------------------------------------------
 
 
 def test_lower_layer_mix_takes_fine_tuned_weights_below_k(tiny_model_path, tmp_path):
     import torch
 
-    from ragtune.train.guard import _mix_lower_layers, count_layers
+    from ragtune.train.mixing import _mix_lower_layers, count_layers
 
-    base_model = guard_mod._load(tiny_model_path, "cpu")
+    base_model = mixing._load(tiny_model_path, "cpu")
     ft_model = copy.deepcopy(base_model)
     with torch.no_grad():
         for p in ft_model.parameters():  # every weight moves, constant ones (norms, biases) too
@@ -176,7 +177,8 @@ def test_layer_mix_wins_when_it_keeps_more_of_the_gain(tiny_model_path, toy_beir
     high = next(k for k in base_sd if ".layer.1." in k and k.endswith("query.weight"))
 
     def share(model, key):
-        return float(((model.state_dict()[key][0, :4] - base_sd[key][0, :4]) / (ft_sd[key] - base_sd[key])[0, :4]).mean())
+        moved = model.state_dict()[key][0, :4] - base_sd[key][0, :4]
+        return float((moved / (ft_sd[key] - base_sd[key])[0, :4]).mean())
 
     def fake_evaluate(model, dataset, batch_size):
         lo, hi = share(model, low), share(model, high)

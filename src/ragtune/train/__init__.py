@@ -1,5 +1,6 @@
 """Training: one module per trained artifact (``embedding``, ``reranker``; adapters live in ``ragtune.adapters``),
-with the embedding trainer's pairs (``pairs``) and losses (``losses``) in modules of their own.
+with the embedding trainer's pairs (``pairs``) and losses (``losses``) in modules of their own, and the
+forgetting guard (``guard``) with the weight mixes it tries (``mixing``).
 
 Names are re-exported lazily, so ``import ragtune.train`` stays cheap until a trainer is actually used.
 """
@@ -25,7 +26,8 @@ _EXPORTS = {
     "GuardConfig": "ragtune.train.guard",
     "GuardResult": "ragtune.train.guard",
     "guard_model": "ragtune.train.guard",
-    "interpolate_weights": "ragtune.train.guard",
+    "interpolate_weights": "ragtune.train.mixing",
+    "mix_lower_layers": "ragtune.train.mixing",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,0 +1,153 @@
+"""Weight mixes of a fine-tuned model with its base, which the forgetting guard (:mod:`ragtune.train.guard`) tries.
+
+- :func:`interpolate_weights`: ``alpha * finetuned + (1 - alpha) * base`` for every float weight;
+- :func:`mix_lower_layers`: the fine-tuned embeddings and lowest ``k`` transformer layers under the base model's
+  upper layers (layers found by :func:`count_layers` from the state-dict keys: ``encoder.layer.N.``,
+  ``layers.N.`` ...);
+- :func:`take_weights`: any per-key choice between the two.
+
+Both models must share one architecture (a :class:`~ragtune.errors.ConfigError` says what differs otherwise); the
+modules' configuration (tokenizer, pooling, prompts) is taken from the fine-tuned model.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ragtune._io import atomic_dir
+from ragtune.errors import ConfigError
+
+
+def _name(model: Any) -> str:
+    return str(model) if isinstance(model, str | Path) else type(model).__name__
+
+
+def _load(model: Any, device: str | None = None):
+    if isinstance(model, str | Path):
+        from ragtune.models import load_sentence_transformer
+
+        return load_sentence_transformer(model, device=device)
+    return model
+
+
+def _check_same_architecture(base_sd: dict, ft_sd: dict, base_name: str, ft_name: str) -> None:
+    only_base = sorted(set(base_sd) - set(ft_sd))
+    only_ft = sorted(set(ft_sd) - set(base_sd))
+    shapes = [k for k in base_sd if k in ft_sd and tuple(base_sd[k].shape) != tuple(ft_sd[k].shape)]
+    if not (only_base or only_ft or shapes):
+        return
+    details = []
+    if only_base:
+        details.append(f"{len(only_base)} weights only in the base (first: {only_base[0]})")
+    if only_ft:
+        details.append(f"{len(only_ft)} weights only in the fine-tuned model (first: {only_ft[0]})")
+    if shapes:
+        k = shapes[0]
+        details.append(f"{len(shapes)} weights of different shape (first: {k} {tuple(base_sd[k].shape)} vs "
+                       f"{tuple(ft_sd[k].shape)})")
+    raise ConfigError(f"cannot interpolate base={base_name!r} and finetuned={ft_name!r}: they have different "
+                      f"architectures ({'; '.join(details)}). Weight interpolation needs the fine-tuned model to be "
+                      "trained from this base: pass the base it was fine-tuned from, or set the guard's alphas: [].")
+
+
+def _mix(base_model, ft_model, alpha: float, names: tuple[str, str] = ("base", "finetuned")):
+    """A new SentenceTransformer with ``alpha * finetuned + (1 - alpha) * base`` for every float weight.
+
+    Non-float tensors (e.g. integer position ids) are taken from the fine-tuned model.
+    """
+    import torch
+
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"alpha={alpha!r}: must be between 0 (the base) and 1 (the fine-tuned model)")
+    base_sd, ft_sd = base_model.state_dict(), ft_model.state_dict()
+    _check_same_architecture(base_sd, ft_sd, *names)
+    mixed = {}
+    with torch.no_grad():
+        for key, ft_t in ft_sd.items():
+            b = base_sd[key]
+            if torch.is_floating_point(ft_t):
+                mixed[key] = (alpha * ft_t.float() + (1.0 - alpha) * b.to(ft_t.device).float()).to(ft_t.dtype)
+            else:
+                mixed[key] = ft_t.clone()
+    model = copy.deepcopy(ft_model)
+    model.load_state_dict(mixed)
+    return model
+
+
+_LAYER_KEY = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
+
+
+def layer_of(key: str) -> int | None:
+    """The transformer layer a state-dict key belongs to (``...encoder.layer.3.attention...`` -> 3), or None."""
+    match = _LAYER_KEY.search(key)
+    return int(match.group(1)) if match else None
+
+
+def count_layers(model) -> int:
+    """How many numbered transformer layers the weights of ``model`` hold (``encoder.layer.N.``, ``layers.N.`` ...;
+    0 when none are found)."""
+    found = {layer_of(k) for k in model.state_dict()} - {None}
+    return max(found) + 1 if found else 0
+
+
+def _mix_lower_layers(base_model, ft_model, k: int, names: tuple[str, str] = ("base", "finetuned")):
+    """A new SentenceTransformer with the fine-tuned weights below layer ``k`` (the embeddings and layers
+    ``0 … k-1``) and the base weights from layer ``k`` up (upper layers, final norms, pooler, dense heads)."""
+    base_sd, ft_sd = base_model.state_dict(), ft_model.state_dict()
+    _check_same_architecture(base_sd, ft_sd, *names)
+    n = count_layers(ft_model)
+    if not 0 < k < n:
+        raise ConfigError(f"lower layers k={k}: must be between 1 and {n - 1} (the model has {n} layers)")
+    lower, seen_layer = set(), False
+    for key in ft_sd:  # state dicts list the embeddings first, then the layers, then the heads
+        layer = layer_of(key)
+        seen_layer = seen_layer or layer is not None
+        if (layer < k if layer is not None else not seen_layer):  # unnumbered: embeddings below, heads above
+            lower.add(key)
+    return take_weights(base_model, ft_model, lower.__contains__, names)
+
+
+def take_weights(base_model, ft_model, from_finetuned: Callable[[str], bool],
+                 names: tuple[str, str] = ("base", "finetuned")):
+    """A new SentenceTransformer with the fine-tuned weights whose state-dict key ``from_finetuned`` accepts and
+    the base weights elsewhere (both models left unchanged)."""
+    base_sd, ft_sd = base_model.state_dict(), ft_model.state_dict()
+    _check_same_architecture(base_sd, ft_sd, *names)
+    mixed = {key: (ft_t if from_finetuned(key) else base_sd[key].to(ft_t.device)).clone()
+             for key, ft_t in ft_sd.items()}
+    model = copy.deepcopy(ft_model)
+    model.load_state_dict(mixed)
+    return model
+
+
+def _save(model, output_dir: Path) -> Path:
+    with atomic_dir(output_dir) as tmp:
+        model.save(str(tmp))
+    return output_dir
+
+
+def interpolate_weights(base: Any, finetuned: Any, alpha: float, output_dir: str | Path) -> Path:
+    """Write ``alpha * finetuned + (1 - alpha) * base`` (every float weight) as a sentence-transformers dir.
+
+    ``base`` and ``finetuned`` are sentence-transformers directories or names, or loaded ``SentenceTransformer``
+    objects (left unchanged).
+    ``alpha = 0`` reproduces the base weights, ``alpha = 1`` the fine-tuned ones; both models must share one
+    architecture (a :class:`~ragtune.errors.ConfigError` says what differs otherwise). The modules' configuration
+    (tokenizer, pooling, prompts) is taken from the fine-tuned model. Returns ``output_dir``.
+    """
+    base_model, ft_model = _load(base, "cpu"), _load(finetuned, "cpu")
+    return _save(_mix(base_model, ft_model, float(alpha), (_name(base), _name(finetuned))), Path(output_dir))
+
+
+def mix_lower_layers(base: Any, finetuned: Any, k: int, output_dir: str | Path) -> Path:
+    """Write the fine-tuned embeddings and transformer layers ``0 … k-1`` under the base model's layers from ``k``
+    up (and its pooler and heads) as a sentence-transformers dir; arguments as for :func:`interpolate_weights`."""
+    base_model, ft_model = _load(base, "cpu"), _load(finetuned, "cpu")
+    return _save(_mix_lower_layers(base_model, ft_model, int(k), (_name(base), _name(finetuned))), Path(output_dir))
+
+
+__all__ = ["count_layers", "interpolate_weights", "layer_of", "mix_lower_layers", "take_weights"]
