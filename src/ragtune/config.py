@@ -106,6 +106,11 @@ class EmbeddingTrainConfig(_Config):
     teacher_temperature: float = Field(1.0, gt=0, description="teacher scores are divided by this for distillation")
     matryoshka_dims: list[int] | None = Field(None, description="also train truncated embeddings of these sizes")
     mini_batch_size: int = Field(32, ge=1, description="cached-mnrl: examples per forward pass")
+    freeze_upper_layers: int = Field(0, ge=0, description="leave the top N transformer layers (and the heads above "
+                                                          "them) as the base has them; forgetting sits mostly there")
+    layer_lr_decay: float = Field(1.0, gt=0, le=1, description="layer i from the bottom trains at learning_rate x "
+                                                              "this^(i+1), the embeddings at learning_rate (1 = "
+                                                              "one rate for all)")
     evals_per_epoch: int = Field(4, ge=1, description="validation evaluations per epoch (with a validation set)")
     patience: int | None = Field(3, ge=1, description="stop after this many evaluations without a better val "
                                                       "nDCG@10 (None = never stop early)")

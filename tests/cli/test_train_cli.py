@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from ragtune.cli.app import app
-from ragtune.errors import DataFormatError
+from ragtune.errors import ConfigError, DataFormatError
 
 runner = CliRunner()
 
@@ -49,9 +49,16 @@ def test_train_embedding_without_guard_hands_over_the_trained_model(toy_beir, ti
         "eval_val_cosine_ndcg@10", "eval_monitor_toy_cosine_ndcg@10", "eval_monitor_chinese_cosine_ndcg@10"}
     assert f"model: {out / 'model'}" in " ".join(result.stdout.split()) and not (out / "guard").exists()
     no_val = runner.invoke(app, ["-q", "train", "embedding", "--data", str(toy_beir), "--base", tiny_model_path,
-                                 "--output", str(tmp_path / "m2"), "--max-steps", "1"])
+                                 "--output", str(tmp_path / "m2"), "--max-steps", "1", "--freeze-upper-layers", "1",
+                                 "--layer-lr-decay", "0.5"])
     assert no_val.exit_code == 0, no_val.output
     assert "no forgetting guard: it needs --val" in no_val.stdout
+    config = json.loads((tmp_path / "m2" / "train-log.json").read_text())["config"]
+    assert (config["freeze_upper_layers"], config["layer_lr_decay"]) == (1, 0.5)
+    too_many = runner.invoke(app, ["-q", "train", "embedding", "--data", str(toy_beir), "--base", tiny_model_path,
+                                   "--output", str(tmp_path / "m3"), "--max-steps", "1", "--freeze-upper-layers",
+                                   "2"])
+    assert isinstance(too_many.exception, ConfigError) and "has 2 transformer layers" in str(too_many.exception)
 
 
 def test_train_embedding_reports_missing_queries(toy_beir, tmp_path):

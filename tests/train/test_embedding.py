@@ -10,7 +10,7 @@ import pytest
 
 from ragtune.config import EmbeddingTrainConfig
 from ragtune.data.beir import load_beir
-from ragtune.errors import DataFormatError
+from ragtune.errors import ConfigError, DataFormatError
 from ragtune.generate import ict_queries
 from ragtune.train import NoSharedPositiveBatchSampler, build_pairs, train_embedding
 from ragtune.train import embedding as emb
@@ -134,6 +134,62 @@ def test_interrupted_training_resumes_from_its_checkpoint(trained, tiny_model_pa
     diff = max((pa - pb).abs().max().item() for pa, pb in zip(a.parameters(), b.parameters(), strict=True))
     assert diff < 1e-6  # the resumed run ends exactly where the uninterrupted one did
 
+
+
+def _layer_change(base_dir, trained_dir) -> dict[int, float]:
+    """Mean absolute weight change per depth (0 = embeddings, i + 1 = layer i, 3 = pooler of the 2-layer model)."""
+    from sentence_transformers import SentenceTransformer
+
+    from ragtune.train.mixing import layer_depths
+
+    a = dict(SentenceTransformer(base_dir, device="cpu").named_parameters())
+    b = dict(SentenceTransformer(str(trained_dir), device="cpu").named_parameters())
+    depths = layer_depths(a)
+    change: dict[int, list[float]] = {}
+    for name, param in a.items():
+        change.setdefault(depths[name], []).append((param - b[name]).abs().mean().item())
+    return {d: sum(v) / len(v) for d, v in change.items()}
+
+
+def test_layer_rates_and_freezing_pick_the_right_weights(tiny_model_path):
+    import re
+
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(tiny_model_path, device="cpu")
+    rates = emb.layer_learning_rates(model, 1e-3, decay=0.5)
+    assert sorted(rates.values(), reverse=True) == pytest.approx([5e-4, 2.5e-4, 1.25e-4])  # layer 0, 1, pooler
+    for name, _ in model.named_parameters():
+        hits = [lr for pattern, lr in rates.items() if re.search(pattern, "model." + name)]  # as the loss names it
+        expected = ([] if ".embeddings." in name else [5e-4] if ".layer.0." in name else [2.5e-4]
+                    if ".layer.1." in name else [1.25e-4])
+        assert hits == pytest.approx(expected), name
+    assert emb.freeze_upper_layers(model, 1) > 0
+    for name, param in model.named_parameters():
+        assert param.requires_grad is not (".layer.1." in name or ".pooler." in name), name
+    assert sorted(emb.layer_learning_rates(model, 1e-3, decay=0.5).values()) == [5e-4]  # frozen: no pattern
+    with pytest.raises(ConfigError, match="freeze between 1 and 1"):
+        emb.freeze_upper_layers(model, 2)
+
+
+def test_frozen_upper_layers_stay_as_the_base_has_them(tiny_model_path, trained, tmp_path):
+    result = train_embedding(_train_data(), _config(tiny_model_path, freeze_upper_layers=1), tmp_path / "frozen",
+                             save_every_s=None)
+    change = _layer_change(tiny_model_path, result.model_dir)
+    assert change[2] == 0.0 and change[3] == 0.0  # layer 1 and the pooler: untouched
+    assert change[0] > 0 and change[1] > 0
+    assert json.loads(result.log_path.read_text())["config"]["freeze_upper_layers"] == 1
+    full = _layer_change(tiny_model_path, trained.model_dir)
+    assert full[2] > 0  # without freezing, the same run moves layer 1
+
+
+def test_layer_lr_decay_moves_upper_layers_less(tiny_model_path, trained, tmp_path):
+    result = train_embedding(_train_data(), _config(tiny_model_path, layer_lr_decay=0.05), tmp_path / "decay",
+                             save_every_s=None)
+    change, full = _layer_change(tiny_model_path, result.model_dir), _layer_change(tiny_model_path, trained.model_dir)
+    assert change[2] < 0.2 * change[1]  # layer 1 trains at 1/20 of layer 0's rate
+    assert full[2] > 0.5 * full[1]  # with one rate they move alike
+    assert change[2] > 0
 
 
 @pytest.mark.parametrize("qrels", [{}, {"q": {"nope": 1}}, {"q": {"c0": 1}}])

@@ -58,6 +58,12 @@ def embedding_command(
                                                help="Also train truncated embeddings, e.g. 384,256,128,64."),
     mini_batch_size: int | None = typer.Option(None, "--mini-batch-size", help="cached-mnrl: examples per "
                                                                                "forward pass [32]."),
+    freeze_upper_layers: int | None = typer.Option(None, "--freeze-upper-layers", metavar="N",
+                                                   help="Leave the top N transformer layers as the base has them "
+                                                        "(less forgetting of general retrieval) [0]."),
+    layer_lr_decay: float | None = typer.Option(None, "--layer-lr-decay", metavar="X",
+                                                help="Layer i from the bottom trains at --lr x X^(i+1), so the "
+                                                     "upper layers change less [1: one rate]."),
     patience: int | None = typer.Option(None, "--patience", help="With --val: stop after N evaluations without "
                                                                  "a better nDCG@10; 0 = never [3]."),
     evals_per_epoch: int | None = typer.Option(None, "--evals-per-epoch", help="With --val: evaluations per "
@@ -125,6 +131,7 @@ def embedding_command(
                  "embedding.relative_margin": relative_margin, "embedding.teacher": teacher,
                  "embedding.teacher_margin": teacher_margin, "embedding.matryoshka_dims": dims,
                  "embedding.mini_batch_size": mini_batch_size, "embedding.evals_per_epoch": evals_per_epoch,
+                 "embedding.freeze_upper_layers": freeze_upper_layers, "embedding.layer_lr_decay": layer_lr_decay,
                  "embedding.patience": patience if patience != 0 else None,
                  "guard.max_general_drop": max_general_drop}
     run_cfg = RunConfig.load(config, overrides=overrides)

@@ -58,7 +58,7 @@ from ragtune.workspace import config_key
 logger = logging.getLogger(__name__)
 
 __all__ = ["LOSSES", "NoSharedPositiveBatchSampler", "Pair", "TrainResult", "build_loss", "build_pairs",
-           "load_pairs", "passage_text", "train_embedding"]
+           "freeze_upper_layers", "layer_learning_rates", "load_pairs", "passage_text", "train_embedding"]
 
 
 @dataclass
@@ -230,6 +230,47 @@ def _teacher_labels(scorer: Any, pairs: list[Pair], negatives: list[list[str]]) 
     return [scores[i:i + width] for i in range(0, len(scores), width)]
 
 
+def _depths(model: Any) -> tuple[dict[str, int], int]:
+    from ragtune.train.mixing import layer_depths
+
+    depths = layer_depths(name for name, _ in model.named_parameters())
+    return depths, max(depths.values(), default=1) - 1
+
+
+def freeze_upper_layers(model: Any, n: int) -> int:
+    """Set ``requires_grad = False`` on the top ``n`` transformer layers of ``model`` and on everything above them
+    (final norms, pooler, dense heads), so training leaves them as they are. Returns how many tensors were frozen.
+
+    Layers are numbered from the weight names (:func:`ragtune.train.mixing.layer_depths`).
+    """
+    depths, n_layers = _depths(model)
+    if not 0 < n < n_layers:
+        raise ConfigError(f"freeze_upper_layers={n}: the model has {n_layers} transformer layers; freeze between "
+                          f"1 and {n_layers - 1} of them (0 = train all)")
+    frozen = 0
+    for name, param in model.named_parameters():
+        if depths[name] > n_layers - n and param.requires_grad:
+            param.requires_grad_(False)
+            frozen += 1
+    return frozen
+
+
+def layer_learning_rates(model: Any, learning_rate: float, decay: float) -> dict[str, float]:
+    """sentence-transformers' ``learning_rate_mapping`` (name pattern -> rate) that trains a parameter at depth
+    ``d`` at ``learning_rate * decay ** d``: depth 0 is the embeddings (they keep ``learning_rate``, so they need no
+    pattern), ``i + 1`` transformer layer ``i``, ``L + 1`` the heads above the last layer. Frozen parameters are
+    left out. The patterns match the names with any prefix (the trainer sees them through the loss module)."""
+    import re
+
+    depths, _ = _depths(model)
+    by_depth: dict[int, list[str]] = {}
+    for name, param in model.named_parameters():
+        if depths[name] > 0 and param.requires_grad:
+            by_depth.setdefault(depths[name], []).append(re.escape(name))
+    return {f"(?:^|\\.)(?:{'|'.join(names)})$": learning_rate * decay ** depth
+            for depth, names in sorted(by_depth.items())}
+
+
 def train_embedding(train: Any, config: EmbeddingTrainConfig | None = None, output_dir: str | Path = "embedding",
                     val: BeirDataset | None = None, *, monitor: Mapping[str, BeirDataset] | None = None,
                     save_steps: int | None = None, save_every_s: float | None = 300.0,
@@ -331,6 +372,14 @@ def train_embedding(train: Any, config: EmbeddingTrainConfig | None = None, outp
     barrier()
     if not is_main_process():
         resume = latest_checkpoint(ckpt_dir, fingerprint)
+    if config.freeze_upper_layers:
+        frozen = freeze_upper_layers(model, config.freeze_upper_layers)
+        logger.info("the top %d layers stay as the base has them (%d tensors frozen)", config.freeze_upper_layers,
+                    frozen)
+    rates = layer_learning_rates(model, config.learning_rate, config.layer_lr_decay) if config.layer_lr_decay < 1 else {}
+    if rates and "learning_rate_mapping" not in SentenceTransformerTrainingArguments.__dataclass_fields__:
+        raise ConfigError("layer_lr_decay needs a sentence-transformers with learning_rate_mapping: "
+                          "pip install -U sentence-transformers (or set layer_lr_decay: 1)")
     dataset = Dataset.from_dict(columns)
     span = min(steps_per_epoch, total)
     eval_steps = max(1, span // config.evals_per_epoch)
@@ -343,7 +392,8 @@ def train_embedding(train: Any, config: EmbeddingTrainConfig | None = None, outp
         save_total_limit=1, eval_strategy="steps" if evaluating else "no", eval_steps=eval_steps,
         per_device_eval_batch_size=batch_size, report_to="none", disable_tqdm=True, use_cpu=not cuda,
         bf16=cuda and torch.cuda.is_bf16_supported(), fp16=cuda and not torch.cuda.is_bf16_supported(),
-        dataloader_drop_last=n_ranks > 1)  # DDP: sentence-transformers would force it with a warning
+        dataloader_drop_last=n_ranks > 1,  # DDP: sentence-transformers would force it with a warning
+        **({"learning_rate_mapping": rates} if rates else {}))
     keeper = BestKeeper(best_dir, config.patience) if val is not None else None
     loss = build_loss(model, config)
     trainer = SentenceTransformerTrainer(

@@ -94,6 +94,20 @@ def count_layers(model) -> int:
     return max(found) + 1 if found else 0
 
 
+def layer_depths(keys) -> dict[str, int]:
+    """Depth of each weight name in the stack: 0 for what sits below the first numbered layer (the embeddings),
+    ``i + 1`` for layer ``i``, and ``L + 1`` for what comes after the last layer (final norms, pooler, dense
+    heads). ``keys`` are state-dict or parameter names in model order."""
+    keys = list(keys)
+    n = max((layer for layer in map(layer_of, keys) if layer is not None), default=-1) + 1
+    depths, seen_layer = {}, False
+    for key in keys:  # models list the embeddings first, then the layers, then the heads
+        layer = layer_of(key)
+        seen_layer = seen_layer or layer is not None
+        depths[key] = layer + 1 if layer is not None else (n + 1 if seen_layer else 0)
+    return depths
+
+
 def _mix_lower_layers(base_model, ft_model, k: int, names: tuple[str, str] = ("base", "finetuned")):
     """A new SentenceTransformer with the fine-tuned weights below layer ``k`` (the embeddings and layers
     ``0 … k-1``) and the base weights from layer ``k`` up (upper layers, final norms, pooler, dense heads)."""
@@ -102,13 +116,8 @@ def _mix_lower_layers(base_model, ft_model, k: int, names: tuple[str, str] = ("b
     n = count_layers(ft_model)
     if not 0 < k < n:
         raise ConfigError(f"lower layers k={k}: must be between 1 and {n - 1} (the model has {n} layers)")
-    lower, seen_layer = set(), False
-    for key in ft_sd:  # state dicts list the embeddings first, then the layers, then the heads
-        layer = layer_of(key)
-        seen_layer = seen_layer or layer is not None
-        if (layer < k if layer is not None else not seen_layer):  # unnumbered: embeddings below, heads above
-            lower.add(key)
-    return take_weights(base_model, ft_model, lower.__contains__, names)
+    depths = layer_depths(ft_sd)
+    return take_weights(base_model, ft_model, lambda key: depths[key] <= k, names)
 
 
 def take_weights(base_model, ft_model, from_finetuned: Callable[[str], bool],
@@ -150,4 +159,4 @@ def mix_lower_layers(base: Any, finetuned: Any, k: int, output_dir: str | Path) 
     return _save(_mix_lower_layers(base_model, ft_model, int(k), (_name(base), _name(finetuned))), Path(output_dir))
 
 
-__all__ = ["count_layers", "interpolate_weights", "layer_of", "mix_lower_layers", "take_weights"]
+__all__ = ["count_layers", "interpolate_weights", "layer_depths", "layer_of", "mix_lower_layers", "take_weights"]
