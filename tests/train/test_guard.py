@@ -202,6 +202,40 @@ def test_layer_mix_wins_when_it_keeps_more_of_the_gain(tiny_model_path, toy_beir
     assert res.decision == "base" and "alpha 0.1," in res.message and "the layer mixes" in res.message
 
 
+def test_layer_mixes_equal_to_the_fine_tuned_model_are_not_tried(tiny_model_path, toy_beir, tmp_path, monkeypatch):
+    """After training with frozen upper layers, a mix that takes the base's (unchanged) upper layers is the
+    fine-tuned model again: the guard does not spend a measurement on it."""
+    import torch
+
+    from ragtune.train.mixing import top_changed_depth
+
+    base_model = mixing._load(tiny_model_path, "cpu")
+    ft_model = copy.deepcopy(base_model)
+    assert top_changed_depth(base_model, ft_model) == -1
+    with torch.no_grad():
+        for name, p in ft_model.named_parameters():
+            if ".embeddings." in name:
+                p.add_(0.01)
+    assert top_changed_depth(base_model, ft_model) == 0
+    with torch.no_grad():
+        for name, p in ft_model.named_parameters():
+            if ".layer.0." in name:
+                p.add_(0.01)
+    assert top_changed_depth(base_model, ft_model) == 1  # layer 1 and the pooler as the base has them
+    ft_model.save(str(tmp_path / "ft"))
+    monkeypatch.setattr(guard_mod, "_evaluate", lambda model, dataset, batch_size: {"ndcg@10": 0.5})  # no gain
+    result = guard_model(tiny_model_path, str(tmp_path / "ft"), load_beir(toy_beir), tmp_path / "g",
+                         general=load_checkset("en"))
+    assert result.decision == "base" and "alpha=0.5" in result.scores
+    assert not any(k.startswith("lower-layers") for k in result.scores)  # lower-layers=1 is the fine-tuned model
+    with torch.no_grad():
+        next(p for name, p in ft_model.named_parameters() if ".layer.1." in name).add_(0.01)
+    assert top_changed_depth(base_model, ft_model) == 2
+    ft_model.save(str(tmp_path / "ft2"))
+    result = guard_model(tiny_model_path, str(tmp_path / "ft2"), load_beir(toy_beir), tmp_path / "g2",
+                         general=load_checkset("en"))
+    assert "lower-layers=1" in result.scores
+
 def test_interpolation_endpoints_and_midpoint(tiny_model_path, tmp_path):
     import torch
 

@@ -10,7 +10,9 @@ and on a small general-domain check set (:func:`ragtune.data.checkset.load_check
    larger share of fine-tuned weights). The default grid is a tenth apart: how much of the fine-tuned weights a
    domain can take before the check set suffers varies from run to run, and each mix costs only two small
    evaluations. With ``layer_mixes`` (the default) the same contest also holds *layer mixes*: the fine-tuned
-   embeddings and lowest ``k`` transformer layers under the base model's upper layers, for ``k = 1 … L-1``.
+   embeddings and lowest ``k`` transformer layers under the base model's upper layers, for ``k = 1 … L-1`` (those
+   whose upper layers training left unchanged, e.g. with ``freeze_upper_layers``, are the fine-tuned model again
+   and are skipped).
    What a domain changes most is its vocabulary and phrasing, which the lower layers read; in the one model
    measured (bench/RESULTS.md) what the general check set lost sat mostly in the upper layers, and a layer mix
    kept more of the domain gain than a uniform mix at the same cost on the check set;
@@ -48,6 +50,7 @@ from ragtune.train.mixing import (
     count_layers,
     interpolate_weights,
     mix_lower_layers,
+    top_changed_depth,
 )
 
 logger = logging.getLogger(__name__)
@@ -290,7 +293,9 @@ def guard_model(
         # (alpha, None) a uniform mix, (None, k) a layer mix; the best validation score among those that pass wins,
         # a tie going to the larger share of fine-tuned weights
         n_layers = count_layers(ft_model) if cfg.layer_mixes else 0
-        candidates = [(a, None, a) for a in cfg.alphas] + [(None, k, k / n_layers) for k in range(1, n_layers)]
+        # mixes of k >= the top changed depth equal the fine-tuned model (e.g. trained with frozen upper layers)
+        top = min(n_layers, top_changed_depth(base_model, ft_model)) if n_layers else 0
+        candidates = [(a, None, a) for a in cfg.alphas] + [(None, k, k / n_layers) for k in range(1, top)]
         best: tuple[float, float] | None = None
         for a, k, share in candidates:
             if k is None:

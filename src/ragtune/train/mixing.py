@@ -108,6 +108,18 @@ def layer_depths(keys) -> dict[str, int]:
     return depths
 
 
+def top_changed_depth(base_model, ft_model) -> int:
+    """The highest :func:`layer_depths` depth at which the fine-tuned weights differ from the base's (-1: none
+    differ). A layer mix of ``k`` layers with ``k`` at or above it is the fine-tuned model itself, as after training
+    with frozen upper layers."""
+    import torch
+
+    base_sd, ft_sd = base_model.state_dict(), ft_model.state_dict()
+    depths = layer_depths(ft_sd)
+    return max((depths[key] for key, t in ft_sd.items()
+                if key not in base_sd or not torch.equal(t, base_sd[key].to(t.device))), default=-1)
+
+
 def _mix_lower_layers(base_model, ft_model, k: int, names: tuple[str, str] = ("base", "finetuned")):
     """A new SentenceTransformer with the fine-tuned weights below layer ``k`` (the embeddings and layers
     ``0 … k-1``) and the base weights from layer ``k`` up (upper layers, final norms, pooler, dense heads)."""
@@ -159,4 +171,5 @@ def mix_lower_layers(base: Any, finetuned: Any, k: int, output_dir: str | Path) 
     return _save(_mix_lower_layers(base_model, ft_model, int(k), (_name(base), _name(finetuned))), Path(output_dir))
 
 
-__all__ = ["count_layers", "interpolate_weights", "layer_depths", "layer_of", "mix_lower_layers", "take_weights"]
+__all__ = ["count_layers", "interpolate_weights", "layer_depths", "layer_of", "mix_lower_layers", "take_weights",
+           "top_changed_depth"]
