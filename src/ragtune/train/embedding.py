@@ -244,6 +244,9 @@ def freeze_upper_layers(model: Any, n: int) -> int:
     Layers are numbered from the weight names (:func:`ragtune.train.mixing.layer_depths`).
     """
     depths, n_layers = _depths(model)
+    if n_layers < 2:
+        raise ConfigError(f"freeze_upper_layers={n}: found {max(n_layers, 0)} numbered transformer layers in the "
+                          "model's weights (encoder.layer.N., layers.N. ...), so none can be frozen; set it to 0")
     if not 0 < n < n_layers:
         raise ConfigError(f"freeze_upper_layers={n}: the model has {n_layers} transformer layers; freeze between "
                           f"1 and {n_layers - 1} of them (0 = train all)")
