@@ -12,7 +12,7 @@ from ragtune.config import EmbeddingTrainConfig
 from ragtune.data.beir import load_beir
 from ragtune.errors import ConfigError, DataFormatError
 from ragtune.generate import ict_queries
-from ragtune.train import NoSharedPositiveBatchSampler, build_pairs, train_embedding
+from ragtune.train import NoSharedPositiveBatchSampler, build_pairs, layers, train_embedding
 from ragtune.train import embedding as emb
 
 CORPUS = {f"c{i}": {"title": f"Topic {i}", "text": f"Topic {i} opens with fact {i}. A second remark on item {i * 3}. "
@@ -157,19 +157,19 @@ def test_layer_rates_and_freezing_pick_the_right_weights(tiny_model_path):
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(tiny_model_path, device="cpu")
-    rates = emb.layer_learning_rates(model, 1e-3, decay=0.5)
+    rates = layers.layer_learning_rates(model, 1e-3, decay=0.5)
     assert sorted(rates.values(), reverse=True) == pytest.approx([5e-4, 2.5e-4, 1.25e-4])  # layer 0, 1, pooler
     for name, _ in model.named_parameters():
         hits = [lr for pattern, lr in rates.items() if re.search(pattern, "model." + name)]  # as the loss names it
         expected = ([] if ".embeddings." in name else [5e-4] if ".layer.0." in name else [2.5e-4]
                     if ".layer.1." in name else [1.25e-4])
         assert hits == pytest.approx(expected), name
-    assert emb.freeze_upper_layers(model, 1) > 0
+    assert layers.freeze_upper_layers(model, 1) > 0
     for name, param in model.named_parameters():
         assert param.requires_grad is not (".layer.1." in name or ".pooler." in name), name
-    assert sorted(emb.layer_learning_rates(model, 1e-3, decay=0.5).values()) == [5e-4]  # frozen: no pattern
+    assert sorted(layers.layer_learning_rates(model, 1e-3, decay=0.5).values()) == [5e-4]  # frozen: no pattern
     with pytest.raises(ConfigError, match="freeze between 1 and 1"):
-        emb.freeze_upper_layers(model, 2)
+        layers.freeze_upper_layers(model, 2)
 
 
 def test_frozen_upper_layers_stay_as_the_base_has_them(tiny_model_path, trained, tmp_path):

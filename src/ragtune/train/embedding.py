@@ -14,8 +14,8 @@ writes::
 Calling it again into the same ``output_dir`` after an interruption resumes from the last complete checkpoint,
 provided the data and configuration are unchanged (a fingerprint guards this). Pairs come from
 :mod:`ragtune.train.pairs`, losses from :mod:`ragtune.train.losses`, batches from :mod:`ragtune.train.sampler`,
-validation and the best checkpoint from :mod:`ragtune.train.validation`; this module holds the mining and teacher
-glue and the trainer.
+validation and the best checkpoint from :mod:`ragtune.train.validation`, frozen layers and per-layer learning
+rates from :mod:`ragtune.train.layers`; this module holds the mining and teacher glue and the trainer.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from ragtune.train.distributed import (  # DDP: rank-0-only side effects
     is_main_process,
     world_size,
 )
+from ragtune.train.layers import freeze_upper_layers, layer_learning_rates
 from ragtune.train.losses import DISTIL, LOSSES, build_loss, loss_name
 from ragtune.train.pairs import Pair, build_pairs, load_pairs, passage_text, training_pairs
 from ragtune.train.sampler import NoSharedPositiveBatchSampler
@@ -58,7 +59,7 @@ from ragtune.workspace import config_key
 logger = logging.getLogger(__name__)
 
 __all__ = ["LOSSES", "NoSharedPositiveBatchSampler", "Pair", "TrainResult", "build_loss", "build_pairs",
-           "freeze_upper_layers", "layer_learning_rates", "load_pairs", "passage_text", "train_embedding"]
+           "load_pairs", "passage_text", "train_embedding"]
 
 
 @dataclass
@@ -228,50 +229,6 @@ def _teacher_labels(scorer: Any, pairs: list[Pair], negatives: list[list[str]]) 
         scores = scorer.score(flat, desc="teacher scoring training pairs")
     width = 1 + len(negatives[0])
     return [scores[i:i + width] for i in range(0, len(scores), width)]
-
-
-def _depths(model: Any) -> tuple[dict[str, int], int]:
-    from ragtune.train.mixing import layer_depths
-
-    depths = layer_depths(name for name, _ in model.named_parameters())
-    return depths, max(depths.values(), default=1) - 1
-
-
-def freeze_upper_layers(model: Any, n: int) -> int:
-    """Set ``requires_grad = False`` on the top ``n`` transformer layers of ``model`` and on everything above them
-    (final norms, pooler, dense heads), so training leaves them as they are. Returns how many tensors were frozen.
-
-    Layers are numbered from the weight names (:func:`ragtune.train.mixing.layer_depths`).
-    """
-    depths, n_layers = _depths(model)
-    if n_layers < 2:
-        raise ConfigError(f"freeze_upper_layers={n}: found {max(n_layers, 0)} numbered transformer layers in the "
-                          "model's weights (encoder.layer.N., layers.N. ...), so none can be frozen; set it to 0")
-    if not 0 < n < n_layers:
-        raise ConfigError(f"freeze_upper_layers={n}: the model has {n_layers} transformer layers; freeze between "
-                          f"1 and {n_layers - 1} of them (0 = train all)")
-    frozen = 0
-    for name, param in model.named_parameters():
-        if depths[name] > n_layers - n and param.requires_grad:
-            param.requires_grad_(False)
-            frozen += 1
-    return frozen
-
-
-def layer_learning_rates(model: Any, learning_rate: float, decay: float) -> dict[str, float]:
-    """sentence-transformers' ``learning_rate_mapping`` (name pattern -> rate) that trains a parameter at depth
-    ``d`` at ``learning_rate * decay ** d``: depth 0 is the embeddings (they keep ``learning_rate``, so they need no
-    pattern), ``i + 1`` transformer layer ``i``, ``L + 1`` the heads above the last layer. Frozen parameters are
-    left out. The patterns match the names with any prefix (the trainer sees them through the loss module)."""
-    import re
-
-    depths, _ = _depths(model)
-    by_depth: dict[int, list[str]] = {}
-    for name, param in model.named_parameters():
-        if depths[name] > 0 and param.requires_grad:
-            by_depth.setdefault(depths[name], []).append(re.escape(name))
-    return {f"(?:^|\\.)(?:{'|'.join(names)})$": learning_rate * decay ** depth
-            for depth, names in sorted(by_depth.items())}
 
 
 def train_embedding(train: Any, config: EmbeddingTrainConfig | None = None, output_dir: str | Path = "embedding",

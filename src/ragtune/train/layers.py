@@ -1,0 +1,55 @@
+"""Which layers of an encoder train, and how fast: the embedding trainer's ``freeze_upper_layers`` and
+``layer_lr_decay`` (:class:`~ragtune.config.EmbeddingTrainConfig`).
+
+Layers are numbered from the weight names by :func:`ragtune.train.mixing.layer_depths` (0 for the embeddings,
+``i + 1`` for transformer layer ``i``, ``L + 1`` for the heads above the last layer), as the guard's layer mixes
+number them. On SciFact, what fine-tuning cost general retrieval sat mostly in the upper layers (bench/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ragtune.errors import ConfigError
+from ragtune.train.mixing import count_layers, layer_depths
+
+
+def _depths(model: Any) -> dict[str, int]:
+    return layer_depths(name for name, _ in model.named_parameters())
+
+
+def freeze_upper_layers(model: Any, n: int) -> int:
+    """Set ``requires_grad = False`` on the top ``n`` transformer layers of ``model`` and on everything above them
+    (final norms, pooler, dense heads), so training leaves them as they are. Returns how many tensors were frozen.
+    """
+    n_layers = count_layers(model)
+    if n_layers < 2:
+        raise ConfigError(f"freeze_upper_layers={n}: found {n_layers} numbered transformer layers in the model's "
+                          "weights (encoder.layer.N., layers.N. ...), so none can be frozen; set it to 0")
+    if not 0 < n < n_layers:
+        raise ConfigError(f"freeze_upper_layers={n}: the model has {n_layers} transformer layers; freeze between "
+                          f"1 and {n_layers - 1} of them (0 = train all)")
+    depths, frozen = _depths(model), 0
+    for name, param in model.named_parameters():
+        if depths[name] > n_layers - n and param.requires_grad:
+            param.requires_grad_(False)
+            frozen += 1
+    return frozen
+
+
+def layer_learning_rates(model: Any, learning_rate: float, decay: float) -> dict[str, float]:
+    """sentence-transformers' ``learning_rate_mapping`` (name pattern -> rate) that trains a parameter at depth
+    ``d`` at ``learning_rate * decay ** d``. The embeddings (depth 0) keep ``learning_rate`` and need no pattern;
+    frozen parameters are left out. The patterns match the names with any prefix (the trainer sees them through
+    the loss module)."""
+    depths = _depths(model)
+    by_depth: dict[int, list[str]] = {}
+    for name, param in model.named_parameters():
+        if depths[name] > 0 and param.requires_grad:
+            by_depth.setdefault(depths[name], []).append(re.escape(name))
+    return {f"(?:^|\\.)(?:{'|'.join(names)})$": learning_rate * decay ** depth
+            for depth, names in sorted(by_depth.items())}
+
+
+__all__ = ["freeze_upper_layers", "layer_learning_rates"]
