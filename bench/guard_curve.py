@@ -1,7 +1,8 @@
 """The forgetting guard's trade-off, mix by mix, for one fine-tuned embedding model and its base.
 
-Every weight mix ``alpha * finetuned + (1 - alpha) * base`` and every layer mix (the fine-tuned embeddings and
-lowest ``k`` layers under the base's upper layers) is scored on what the guard sees (the validation split
+Every weight mix ``alpha * finetuned + (1 - alpha) * base``, every layer mix (the fine-tuned embeddings and
+lowest ``k`` layers under the base's upper layers) and every sparse mix (the base plus the largest share of each
+weight's changes) is scored on what the guard sees (the validation split
 of the training source, ragtune's general-domain check set) and on what it cannot see (the set's test qrels and a
 set from another domain, ``--cross``), so one table shows whether the mix the guard chose is the one the test set
 would have chosen and what a looser ``max_general_drop`` would have bought::
@@ -11,7 +12,9 @@ would have chosen and what a looser ``max_general_drop`` would have bought::
 
 The validation split is the one ``bench/embedding_recipes.py`` trains against (same seed, same fraction), so the
 model must come from that benchmark (or from training on the same split). ``--distractors N`` adds up to N
-training documents to its corpus, as ``ragtune run`` does (``generate.val_distractors``, 2,000).
+training documents to its corpus, as ``ragtune run`` does (``generate.val_distractors``, 2,000). ``--only`` scores
+just some candidates on the test sets (``--only chosen,fine-tuned``; ``chosen`` is the guard's choice), as each
+costs a full encoding of the test corpora.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ def main() -> None:
                                                    "(default: the guard's own grid)")
     ap.add_argument("--distractors", type=int, default=0, help="training documents added to the validation corpus "
                                                                "(ragtune run adds 2000)")
+    ap.add_argument("--only", help="comma-separated candidates scored on the test sets, e.g. chosen,fine-tuned,"
+                                   "sparse=0.2 (default: all; the base always)")
     ap.add_argument("--out", default="/tmp/ragtune-bench/guard-curve")
     ap.add_argument("--bootstrap", type=int, default=1000)
     args = ap.parse_args()
@@ -45,7 +50,7 @@ def main() -> None:
     from ragtune.data.split import with_distractors
     from ragtune.models import load_sentence_transformer, resolve_model
     from ragtune.train.guard import GuardConfig, guard_model
-    from ragtune.train.mixing import count_layers, interpolate_weights, mix_lower_layers
+    from ragtune.train.mixing import count_layers, interpolate_weights, mix_lower_layers, sparse_mix
 
     base = resolve_model(args.base)
     out = Path(args.out)
@@ -57,13 +62,22 @@ def main() -> None:
     guard = guard_model(base, args.model, val, out / "guard", cfg)
     print(f"[{time.strftime('%H:%M:%S')}] guard: {guard.message} ({time.perf_counter() - t0:.0f} s)", flush=True)
 
-    systems = {"base": f"dense:{base}"}
-    for a in cfg.alphas:
-        systems[f"alpha={a:g}"] = f"dense:{interpolate_weights(base, args.model, a, out / f'mix-{a:g}')}"
+    builders = {f"alpha={a:g}": lambda a=a: interpolate_weights(base, args.model, a, out / f"mix-{a:g}")
+                for a in cfg.alphas}
     n_layers = count_layers(load_sentence_transformer(args.model, device="cpu")) if cfg.layer_mixes else 0
-    for k in range(1, n_layers):
-        systems[f"lower-layers={k}"] = f"dense:{mix_lower_layers(base, args.model, k, out / f'lower-{k}')}"
-    systems["fine-tuned"] = f"dense:{args.model}"
+    builders.update({f"lower-layers={k}": lambda k=k: mix_lower_layers(base, args.model, k, out / f"lower-{k}")
+                     for k in range(1, n_layers)})
+    builders.update({f"sparse={x:g}": lambda x=x: sparse_mix(base, args.model, x, out / f"sparse-{x:g}")
+                     for x in cfg.sparse_mixes})
+    builders["fine-tuned"] = lambda: args.model
+    wanted = set(builders) if not args.only else {guard.candidate if n == "chosen" else n
+                                                    for n in args.only.split(",")}
+    unknown = wanted - set(builders) - {"base"}
+    if unknown:
+        raise SystemExit(f"--only {args.only}: no candidate named {', '.join(sorted(unknown))}; the candidates are "
+                         f"chosen, base, {', '.join(builders)}")
+    systems = {"base": f"dense:{base}"}
+    systems.update({name: f"dense:{build()}" for name, build in builders.items() if name in wanted})
     evals = {}
     for split, path in (("test", args.data), ("cross", args.cross)):
         if path:

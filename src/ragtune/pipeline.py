@@ -232,7 +232,8 @@ def _guard(ws: Workspace, config: RunConfig) -> dict[str, Any]:
     result = guard_model(config.embedding.base, ws.path("train", "embedding", "model"), val, ws.path("guard"),
                          config.guard)
     ws.manifest["guard"] = {k: v for k, v in result.to_dict().items() if not isinstance(v, dict)}
-    return {"decision": result.decision, "alpha": result.alpha, "layers": result.layers, "message": result.message}
+    return {"decision": result.decision, "alpha": result.alpha, "layers": result.layers, "keep": result.keep,
+            "message": result.message}
 
 
 def _has_cuda() -> bool:

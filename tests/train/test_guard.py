@@ -125,8 +125,9 @@ def test_checkset_rejects_unknown_language_and_is_package_data():
 def test_guard_config_validates():
     cfg = GuardConfig(alphas=[0.75, 0.25, 0.25], check_set=" ZH ")
     assert cfg.alphas == [0.25, 0.75] and cfg.check_set == "zh" and cfg.min_val_gain == 0.0
+    assert cfg.sparse_mixes == [0.1, 0.2, 0.3, 0.5] and GuardConfig(sparse_mixes=[0.5, 0.2]).sparse_mixes == [0.2, 0.5]
     for bad in ({"alphas": [0.0]}, {"alphas": [1.0]}, {"metric": "ndcg@11"}, {"max_general_drop": -0.1},
-                {"check_set": " "}, {"typo": 1}):
+                {"check_set": " "}, {"typo": 1}, {"sparse_mixes": [1.0]}, {"sparse_mixes": [0]}):
         with pytest.raises(ValueError):
             GuardConfig(**bad)
     with pytest.raises(ConfigError, match="check_set='/no/such/dir'"):
@@ -166,6 +167,82 @@ def test_lower_layer_mix_takes_fine_tuned_weights_below_k(tiny_model_path, tmp_p
     for bad in (0, 2):
         with pytest.raises(ConfigError, match=f"k={bad}: must be between 1 and 1"):
             _mix_lower_layers(base_model, ft_model, bad)
+
+
+def test_sparse_mix_keeps_the_largest_changes_of_each_weight(tiny_model_path, tmp_path):
+    import torch
+
+    from ragtune.train.mixing import _sparse_mix, sparse_mix
+
+    base_model = mixing._load(tiny_model_path, "cpu")
+    ft_model = copy.deepcopy(base_model)
+    with torch.no_grad():
+        for p in ft_model.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    base_sd, ft_sd = base_model.state_dict(), ft_model.state_dict()
+    got = _sparse_mix(base_model, ft_model, 0.2).state_dict()
+    assert got.keys() == ft_sd.keys()
+    checked = 0
+    for key, t in got.items():
+        if not torch.is_floating_point(t):
+            assert torch.equal(t, ft_sd[key]), key
+            continue
+        change = (ft_sd[key] - base_sd[key]).abs()
+        from_ft = t == ft_sd[key]
+        assert torch.equal(torch.where(from_ft, ft_sd[key], base_sd[key]), t), key  # each entry from one model
+        n = change.numel()
+        if n >= 10:  # 20 % of the entries, and exactly the ones that moved most
+            assert int(from_ft.sum()) == round(0.2 * n), key
+            assert change[from_ft].min() >= change[~from_ft].max(), key
+            checked += 1
+    assert checked > 10
+    assert torch.equal(_sparse_mix(base_model, ft_model, 1.0).state_dict()[key], ft_sd[key])
+    out = sparse_mix(tiny_model_path, ft_model, 0.5, tmp_path / "s")
+    assert out == tmp_path / "s" and (out / "modules.json").is_file()
+    for bad in (0.0, 1.5):
+        with pytest.raises(ConfigError, match="share of each weight's changes"):
+            _sparse_mix(base_model, ft_model, bad)
+
+
+def test_sparse_mix_wins_when_only_the_small_changes_cost_the_check_set(tiny_model_path, toy_beir, tmp_path,
+                                                                        monkeypatch):
+    """Validation follows the entries that moved most, the check set those that moved least: the guard keeps a
+    sparse mix, which no uniform or layer mix can match."""
+    import torch
+
+    base_model = mixing._load(tiny_model_path, "cpu")
+    ft_model = copy.deepcopy(base_model)
+    key = next(k for k, _ in ft_model.named_parameters() if k.endswith("word_embeddings.weight"))
+    with torch.no_grad():
+        dict(ft_model.named_parameters())[key].add_(torch.linspace(0.001, 0.1, 100).repeat(10_000)[
+            : dict(ft_model.named_parameters())[key].numel()].view_as(dict(ft_model.named_parameters())[key]))
+    ft_model.save(str(tmp_path / "ft"))
+    b, f = base_model.state_dict()[key], ft_model.state_dict()[key]
+    big, small = (f - b).abs() > 0.09, (f - b).abs() < 0.06  # the top tenth of the changes; the lower 59 %
+
+    def fake_evaluate(model, dataset, batch_size):
+        w = model.state_dict()[key]
+        moved = ((w - b) / (f - b)).clamp(0, 1)
+        if dataset.name == "toy":  # validation: the share of the largest changes taken
+            return {"ndcg@10": 0.5 + 0.1 * float(moved[big].mean())}
+        return {"ndcg@10": 0.8 - 0.05 * float(moved[small].mean())}  # check set: the small changes cost
+
+    monkeypatch.setattr(guard_mod, "_evaluate", fake_evaluate)
+    result = guard_model(tiny_model_path, str(tmp_path / "ft"), load_beir(toy_beir), tmp_path / "g",
+                         general=load_checkset("en"))
+    # keeps 0.1, 0.2 and 0.3 take all of the largest changes and none of the small ones: the tie goes to 0.3;
+    # 0.5 takes some small ones (0.051 ... 0.059) and fails the check set; uniform mixes above 0.1 fail it too
+    assert result.decision == "interpolated" and result.keep == 0.3 and result.candidate == "sparse=0.3"
+    assert result.alpha is None and result.layers is None and result.to_dict()["keep"] == 0.3
+    assert "sparse mix" in result.message and "largest 30% of each weight's changes" in result.message
+    assert result.to_dict()["val_chosen"] == pytest.approx(0.6)
+    assert result.score("sparse=0.5", "general") < 0.8 - 0.005 and result.score("alpha=0.2", "general") < 0.795
+    assert "lower-layers=1" not in result.scores  # only the embeddings moved: a layer mix is the fine-tuned model
+    got = _state(result.model_dir)[key]
+    assert torch.equal(got[big], f[big]) and torch.equal(got[small], b[small])
+    res = guard_model(tiny_model_path, str(tmp_path / "ft"), load_beir(toy_beir), tmp_path / "g2",
+                      GuardConfig(sparse_mixes=[]), load_checkset("en"))
+    assert res.keep is None and not any(k.startswith("sparse=") for k in res.scores)
 
 
 def test_layer_mix_wins_when_it_keeps_more_of_the_gain(tiny_model_path, toy_beir, tmp_path, monkeypatch):
@@ -270,7 +347,8 @@ def test_clearly_worse_model_is_refused(minilm, minilm_path, noisy_minilm, toy_b
                              general=general_small)
     assert result.decision == "base" and result.verdict == "fail" and result.alpha == 0.0
     assert result.score("base", "val") > result.score("fine-tuned", "val") + 0.2
-    assert set(result.scores) == {"base", "fine-tuned", "alpha=0.5", *(f"lower-layers={k}" for k in range(1, 6))}
+    assert set(result.scores) == {"base", "fine-tuned", "alpha=0.5", *(f"lower-layers={k}" for k in range(1, 6)),
+                                  *(f"sparse={x:g}" for x in (0.1, 0.2, 0.3, 0.5))}
     assert "kept the base model" in result.message and "forgetting guard" in caplog.text
     data = json.loads((tmp_path / "g" / "guard.json").read_text(encoding="utf-8"))
     assert data["decision"] == "base" and data["verdict"] == "fail" and data["message"] == result.message
@@ -319,9 +397,11 @@ def test_best_passing_mix_is_chosen(tiny_model_path, toy_beir, tmp_path, monkeyp
 
     monkeypatch.setattr(guard_mod, "_evaluate", fake_evaluate)
     general = load_checkset("en")
+    # (sparse mixes, whose t here depends on which of the four entries moved most, are tested on their own)
+    uniform = GuardConfig(sparse_mixes=[])
     # fine-tuned: val +0.1 but general -0.05; on the default grid (0.1 apart) alpha 0.3 loses 0.0045 (passes),
     # 0.4 loses 0.008 (fails)
-    result = guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g", general=general)
+    result = guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g", uniform, general)
     assert result.decision == "interpolated" and result.alpha == 0.3 and result.verdict == "warn"
     # the tiny model has 2 layers: one layer mix, whose fine-tuned embeddings (t = 1 here) fail the check set
     assert set(result.scores) == {"base", "fine-tuned", "lower-layers=1", *(f"alpha={a / 10:g}" for a in range(1, 10))}
@@ -329,9 +409,9 @@ def test_best_passing_mix_is_chosen(tiny_model_path, toy_beir, tmp_path, monkeyp
     got = _state(result.model_dir)
     assert torch.allclose(got[key], 0.7 * base_sd[key] + 0.3 * ft_sd[key], atol=1e-6)
     # a looser limit lets a bigger mix through (0.6 loses 0.018); the best validation score among passing mixes wins
-    cfg = GuardConfig(max_general_drop=0.02)
+    cfg = GuardConfig(max_general_drop=0.02, sparse_mixes=[])
     assert guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g2", cfg, general).alpha == 0.6
-    cfg = GuardConfig(alphas=[0.25, 0.5])  # a user's own grid: 0.25 loses 0.003, 0.5 loses 0.0125
+    cfg = GuardConfig(alphas=[0.25, 0.5], sparse_mixes=[])  # a user's own grid: 0.25 loses 0.003, 0.5 loses 0.0125
     assert guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g2b", cfg, general).alpha == 0.25
     # validation flat from t = 0.1 on (a saturated validation set): the tie goes to the larger passing share
     def saturated(model, dataset, batch_size):
@@ -339,7 +419,7 @@ def test_best_passing_mix_is_chosen(tiny_model_path, toy_beir, tmp_path, monkeyp
         return {"ndcg@10": min(score["ndcg@10"], 0.51)} if dataset.name == "toy" else score
 
     monkeypatch.setattr(guard_mod, "_evaluate", saturated)
-    assert guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g2c", general=general).alpha == 0.3
+    assert guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g2c", uniform, general).alpha == 0.3
     monkeypatch.setattr(guard_mod, "_evaluate", fake_evaluate)
     # demanding a larger validation gain than any candidate offers keeps the base
     cfg = GuardConfig(min_val_gain=0.2, max_general_drop=1.0)

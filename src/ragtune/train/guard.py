@@ -12,10 +12,13 @@ and on a small general-domain check set (:func:`ragtune.data.checkset.load_check
    evaluations. With ``layer_mixes`` (the default) the same contest also holds *layer mixes*: the fine-tuned
    embeddings and lowest ``k`` transformer layers under the base model's upper layers, for ``k = 1 … L-1`` (those
    whose upper layers training left unchanged, e.g. with ``freeze_upper_layers``, are the fine-tuned model again
-   and are skipped).
+   and are skipped). And with ``sparse_mixes`` it holds *sparse mixes*: the base plus only the largest share of
+   each weight's change (the rest reset to the base; :func:`ragtune.train.mixing.sparse_mix`).
    What a domain changes most is its vocabulary and phrasing, which the lower layers read; in the one model
    measured (bench/RESULTS.md) what the general check set lost sat mostly in the upper layers, and a layer mix
-   kept more of the domain gain than a uniform mix at the same cost on the check set;
+   kept more of the domain gain than a uniform mix at the same cost on the check set. Most of a fine-tuning
+   change is many small moves; keeping only the largest ones kept most of the domain gain at no cost on the check
+   set in the run measured there;
 3. failing that, the base model is kept, and the report says so.
 
 It writes::
@@ -47,9 +50,11 @@ from ragtune.train.mixing import (
     _mix_lower_layers,
     _name,
     _save,
+    _sparse_mix,
     count_layers,
     interpolate_weights,
     mix_lower_layers,
+    sparse_mix,
     top_changed_depth,
 )
 
@@ -73,6 +78,10 @@ class GuardConfig(_Config):
     layer_mixes: bool = Field(True, description="also try the fine-tuned embeddings and lowest k transformer layers "
                                                 "under the base's upper layers (k = 1 ... L-1) when the "
                                                 "fine-tuned model fails")
+    sparse_mixes: list[float] = Field(default_factory=lambda: [0.1, 0.2, 0.3, 0.5],
+                                      description="also try sparse mixes when the fine-tuned model fails: the base "
+                                                  "plus, in every weight, this share of the entries training changed "
+                                                  "most ([] = never)")
     check_set: str = Field("auto", description="'auto' (language of the validation corpus), 'en', 'zh', or the "
                                                "path of your own BEIR directory")
     batch_size: int = Field(64, ge=1, description="encoding batch size")
@@ -93,6 +102,15 @@ class GuardConfig(_Config):
         if bad:
             raise ValueError(f"alphas {bad}: each must lie strictly between 0 (the base) and 1 (the fine-tuned "
                              "model), e.g. [0.25, 0.5, 0.75]")
+        return sorted(set(value))
+
+    @field_validator("sparse_mixes")
+    @classmethod
+    def _sparse_mixes(cls, value: list[float]) -> list[float]:
+        bad = [x for x in value if not 0.0 < x < 1.0]
+        if bad:
+            raise ValueError(f"sparse_mixes {bad}: each is the share of changed entries kept and must lie strictly "
+                             "between 0 and 1, e.g. [0.1, 0.2, 0.3, 0.5]")
         return sorted(set(value))
 
     @field_validator("check_set")
@@ -119,12 +137,15 @@ class GuardResult:
     paths: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     layers: int | None = None  # a layer mix: how many of the lowest transformer layers are the fine-tuned ones
+    keep: float | None = None  # a sparse mix: the share of each weight's largest changes kept
 
     @property
     def candidate(self) -> str:
         """The name of the kept model in :attr:`scores`."""
         if self.decision != INTERPOLATED:
             return self.decision
+        if self.keep is not None:
+            return _sparse_name(self.keep)
         return _layers_name(self.layers) if self.layers is not None else _candidate_name(self.alpha)
 
     @property
@@ -144,6 +165,7 @@ class GuardResult:
             "candidate": self.candidate,
             "alpha": self.alpha,
             "layers": self.layers,
+            "keep": self.keep,
             "metric": self.metric,
             "check_set": self.check_set,
             "val_base": self.score(BASE, "val"),
@@ -167,6 +189,10 @@ def _candidate_name(alpha: float | None) -> str:
 
 def _layers_name(k: int | None) -> str:
     return f"lower-layers={k}"
+
+
+def _sparse_name(keep: float) -> str:
+    return f"sparse={keep:g}"
 
 
 # --- evaluation ------------------------------------------------------------------------------------------------
@@ -223,7 +249,8 @@ def _failure_reason(scores: dict, cfg: GuardConfig) -> str:
     return " and ".join(reasons)
 
 
-def _message(decision: str, alpha: float | None, scores: dict, cfg: GuardConfig, layers: int | None = None) -> str:
+def _message(decision: str, alpha: float | None, scores: dict, cfg: GuardConfig, layers: int | None = None,
+             keep: float | None = None) -> str:
     m = cfg.metric
     bv, bg = scores[BASE]["val"][m], scores[BASE]["general"][m]
     if decision == FINE_TUNED:
@@ -233,14 +260,22 @@ def _message(decision: str, alpha: float | None, scores: dict, cfg: GuardConfig,
                 "kept.")
     why = _failure_reason(scores, cfg)
     if decision == INTERPOLATED:
-        c = scores[_layers_name(layers) if layers is not None else _candidate_name(alpha)]
-        kept = (f"the fine-tuned embeddings and lowest {layers} transformer layers under the base model's upper "
-                "layers" if layers is not None else f"a weight mix with {alpha:g} of the fine-tuned weights")
+        if keep is not None:
+            c = scores[_sparse_name(keep)]
+            kept = f"a sparse mix: the base plus the largest {keep:.0%} of each weight's changes"
+        elif layers is not None:
+            c = scores[_layers_name(layers)]
+            kept = f"the fine-tuned embeddings and lowest {layers} transformer layers under the base model's upper layers"
+        else:
+            c = scores[_candidate_name(alpha)]
+            kept = f"a weight mix with {alpha:g} of the fine-tuned weights"
         return (f"The fine-tuned model {why}, so ragtune kept {kept} ({m} {c['val'][m]:.3f} on validation vs "
                 f"{bv:.3f} for the base, {c['general'][m]:.3f} on the general check set vs {bg:.3f}).")
     tried = [f"alpha {', '.join(f'{a:g}' for a in cfg.alphas)}"] if cfg.alphas else []
     if any(name.startswith("lower-layers=") for name in scores):
         tried.append("the layer mixes")
+    if any(name.startswith("sparse=") for name in scores):
+        tried.append("the sparse mixes")
     tried_text = f" and no weight mix ({'; '.join(tried)}) passed both tests" if tried else ""
     return f"The fine-tuned model {why}{tried_text}, so ragtune kept the base model."
 
@@ -286,35 +321,38 @@ def guard_model(
 
     base_val, base_gen = measure(BASE, base_model)
     ft_val, ft_gen = measure(FINE_TUNED, ft_model)
-    decision, alpha, layers, chosen = BASE, 0.0, None, base_model
+    decision, alpha, layers, keep, chosen = BASE, 0.0, None, None, base_model
     if _passes(ft_val, ft_gen, base_val, base_gen, cfg):
         decision, alpha, chosen = FINE_TUNED, 1.0, ft_model
     else:
-        # (alpha, None) a uniform mix, (None, k) a layer mix; the best validation score among those that pass wins,
-        # a tie going to the larger share of fine-tuned weights
+        # the best validation score among the mixes that pass wins, a tie going to the larger share of fine-tuned
+        # weights; each candidate: (name, how to build it, share, (alpha, layers, keep))
         n_layers = count_layers(ft_model) if cfg.layer_mixes else 0
         # mixes of k >= the top changed depth equal the fine-tuned model (e.g. trained with frozen upper layers)
         top = min(n_layers, top_changed_depth(base_model, ft_model)) if n_layers else 0
-        candidates = [(a, None, a) for a in cfg.alphas] + [(None, k, k / n_layers) for k in range(1, top)]
+        candidates = [(_candidate_name(a), lambda a=a: _mix(base_model, ft_model, a, names), a, (a, None, None))
+                      for a in cfg.alphas]
+        candidates += [(_layers_name(k), lambda k=k: _mix_lower_layers(base_model, ft_model, k, names), k / n_layers,
+                        (None, k, None)) for k in range(1, top)]
+        candidates += [(_sparse_name(x), lambda x=x: _sparse_mix(base_model, ft_model, x, names), x, (None, None, x))
+                       for x in cfg.sparse_mixes]
         best: tuple[float, float] | None = None
-        for a, k, share in candidates:
-            if k is None:
-                mixed, name = _mix(base_model, ft_model, a, names), _candidate_name(a)
-            else:
-                mixed, name = _mix_lower_layers(base_model, ft_model, k, names), _layers_name(k)
+        for name, build, share, which in candidates:
+            mixed = build()
             v, g = measure(name, mixed)
             if _passes(v, g, base_val, base_gen, cfg) and (best is None or (v, share) > best):
-                best, decision, alpha, layers, chosen = (v, share), INTERPOLATED, a, k, mixed
+                best, decision, chosen = (v, share), INTERPOLATED, mixed
+                alpha, layers, keep = which
     _save(chosen, output_dir / "model")
-    message = _message(decision, alpha, scores, cfg, layers)
+    message = _message(decision, alpha, scores, cfg, layers, keep)
     result = GuardResult(decision=decision, alpha=alpha, model_dir=output_dir / "model", message=message,
                          metric=cfg.metric, check_set=general_name, scores=scores,
                          config=cfg.model_dump(mode="json"), paths=paths, seconds=time.perf_counter() - start,
-                         layers=layers)
+                         layers=layers, keep=keep)
     atomic_write_json(output_dir / "guard.json", result.to_dict())
     (logger.info if decision == FINE_TUNED else logger.warning)("forgetting guard: %s", message)
     return result
 
 
 __all__ = ["GuardConfig", "GuardResult", "count_layers", "general_check_set", "guard_model", "interpolate_weights",
-           "load_checkset", "mix_lower_layers"]
+           "load_checkset", "mix_lower_layers", "sparse_mix"]

@@ -4,6 +4,8 @@
 - :func:`mix_lower_layers`: the fine-tuned embeddings and lowest ``k`` transformer layers under the base model's
   upper layers (layers found by :func:`count_layers` from the state-dict keys: ``encoder.layer.N.``,
   ``layers.N.`` ...);
+- :func:`sparse_mix`: the base plus only the largest share of each weight's change (the "trim" step of
+  TIES-merging, Yadav et al. 2023), the rest of the change reset to the base;
 - :func:`take_weights`: any per-key choice between the two.
 
 Both models must share one architecture (a :class:`~ragtune.errors.ConfigError` says what differs otherwise); the
@@ -145,6 +147,34 @@ def take_weights(base_model, ft_model, from_finetuned: Callable[[str], bool],
     return model
 
 
+def _sparse_mix(base_model, ft_model, keep: float, names: tuple[str, str] = ("base", "finetuned")):
+    """A new SentenceTransformer with, in every float weight, the ``keep`` share of entries that training changed
+    most (by absolute change) from the fine-tuned model and all other entries from the base."""
+    import torch
+
+    if not 0.0 < keep <= 1.0:
+        raise ConfigError(f"keep={keep!r}: the share of each weight's changes to keep must be in (0, 1], e.g. 0.2")
+    base_sd, ft_sd = base_model.state_dict(), ft_model.state_dict()
+    _check_same_architecture(base_sd, ft_sd, *names)
+    mixed = {}
+    with torch.no_grad():
+        for key, ft_t in ft_sd.items():
+            if not torch.is_floating_point(ft_t):
+                mixed[key] = ft_t.clone()
+                continue
+            b = base_sd[key].to(ft_t.device)
+            change = (ft_t.float() - b.float()).abs().flatten()
+            n_keep = max(1, round(keep * change.numel()))
+            if n_keep >= change.numel():
+                mixed[key] = ft_t.clone()
+                continue
+            threshold = torch.kthvalue(change, change.numel() - n_keep + 1).values  # the n_keep-th largest change
+            mixed[key] = torch.where((ft_t.float() - b.float()).abs() >= threshold, ft_t, b).clone()
+    model = copy.deepcopy(ft_model)
+    model.load_state_dict(mixed)
+    return model
+
+
 def _save(model, output_dir: Path) -> Path:
     with atomic_dir(output_dir) as tmp:
         model.save(str(tmp))
@@ -171,5 +201,13 @@ def mix_lower_layers(base: Any, finetuned: Any, k: int, output_dir: str | Path) 
     return _save(_mix_lower_layers(base_model, ft_model, int(k), (_name(base), _name(finetuned))), Path(output_dir))
 
 
-__all__ = ["count_layers", "interpolate_weights", "layer_depths", "layer_of", "mix_lower_layers", "take_weights",
-           "top_changed_depth"]
+def sparse_mix(base: Any, finetuned: Any, keep: float, output_dir: str | Path) -> Path:
+    """Write the base model plus the largest ``keep`` share of each weight's fine-tuning change (``keep = 0.2``:
+    in every weight tensor, the 20 % of entries that moved most take their fine-tuned values, the rest keep the
+    base's) as a sentence-transformers dir; arguments as for :func:`interpolate_weights`."""
+    base_model, ft_model = _load(base, "cpu"), _load(finetuned, "cpu")
+    return _save(_sparse_mix(base_model, ft_model, float(keep), (_name(base), _name(finetuned))), Path(output_dir))
+
+
+__all__ = ["count_layers", "interpolate_weights", "layer_depths", "layer_of", "mix_lower_layers", "sparse_mix",
+           "take_weights", "top_changed_depth"]
