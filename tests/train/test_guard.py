@@ -125,7 +125,7 @@ def test_checkset_rejects_unknown_language_and_is_package_data():
 def test_guard_config_validates():
     cfg = GuardConfig(alphas=[0.75, 0.25, 0.25], check_set=" ZH ")
     assert cfg.alphas == [0.25, 0.75] and cfg.check_set == "zh" and cfg.min_val_gain == 0.0
-    assert cfg.sparse_mixes == [0.1, 0.2, 0.3, 0.5] and GuardConfig(sparse_mixes=[0.5, 0.2]).sparse_mixes == [0.2, 0.5]
+    assert cfg.sparse_mixes == [] and GuardConfig(sparse_mixes=[0.5, 0.2]).sparse_mixes == [0.2, 0.5]
     for bad in ({"alphas": [0.0]}, {"alphas": [1.0]}, {"metric": "ndcg@11"}, {"max_general_drop": -0.1},
                 {"check_set": " "}, {"typo": 1}, {"sparse_mixes": [1.0]}, {"sparse_mixes": [0]}):
         with pytest.raises(ValueError):
@@ -229,7 +229,7 @@ def test_sparse_mix_wins_when_only_the_small_changes_cost_the_check_set(tiny_mod
 
     monkeypatch.setattr(guard_mod, "_evaluate", fake_evaluate)
     result = guard_model(tiny_model_path, str(tmp_path / "ft"), load_beir(toy_beir), tmp_path / "g",
-                         general=load_checkset("en"))
+                         GuardConfig(sparse_mixes=[0.1, 0.2, 0.3, 0.5]), load_checkset("en"))
     # keeps 0.1, 0.2 and 0.3 take all of the largest changes and none of the small ones: the tie goes to 0.3;
     # 0.5 takes some small ones (0.051 ... 0.059) and fails the check set; uniform mixes above 0.1 fail it too
     assert result.decision == "interpolated" and result.keep == 0.3 and result.candidate == "sparse=0.3"
@@ -241,7 +241,7 @@ def test_sparse_mix_wins_when_only_the_small_changes_cost_the_check_set(tiny_mod
     got = _state(result.model_dir)[key]
     assert torch.equal(got[big], f[big]) and torch.equal(got[small], b[small])
     res = guard_model(tiny_model_path, str(tmp_path / "ft"), load_beir(toy_beir), tmp_path / "g2",
-                      GuardConfig(sparse_mixes=[]), load_checkset("en"))
+                      general=load_checkset("en"))  # the default tries none
     assert res.keep is None and not any(k.startswith("sparse=") for k in res.scores)
 
 
@@ -347,8 +347,7 @@ def test_clearly_worse_model_is_refused(minilm, minilm_path, noisy_minilm, toy_b
                              general=general_small)
     assert result.decision == "base" and result.verdict == "fail" and result.alpha == 0.0
     assert result.score("base", "val") > result.score("fine-tuned", "val") + 0.2
-    assert set(result.scores) == {"base", "fine-tuned", "alpha=0.5", *(f"lower-layers={k}" for k in range(1, 6)),
-                                  *(f"sparse={x:g}" for x in (0.1, 0.2, 0.3, 0.5))}
+    assert set(result.scores) == {"base", "fine-tuned", "alpha=0.5", *(f"lower-layers={k}" for k in range(1, 6))}
     assert "kept the base model" in result.message and "forgetting guard" in caplog.text
     data = json.loads((tmp_path / "g" / "guard.json").read_text(encoding="utf-8"))
     assert data["decision"] == "base" and data["verdict"] == "fail" and data["message"] == result.message
@@ -397,11 +396,9 @@ def test_best_passing_mix_is_chosen(tiny_model_path, toy_beir, tmp_path, monkeyp
 
     monkeypatch.setattr(guard_mod, "_evaluate", fake_evaluate)
     general = load_checkset("en")
-    # (sparse mixes, whose t here depends on which of the four entries moved most, are tested on their own)
-    uniform = GuardConfig(sparse_mixes=[])
     # fine-tuned: val +0.1 but general -0.05; on the default grid (0.1 apart) alpha 0.3 loses 0.0045 (passes),
     # 0.4 loses 0.008 (fails)
-    result = guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g", uniform, general)
+    result = guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g", general=general)
     assert result.decision == "interpolated" and result.alpha == 0.3 and result.verdict == "warn"
     # the tiny model has 2 layers: one layer mix, whose fine-tuned embeddings (t = 1 here) fail the check set
     assert set(result.scores) == {"base", "fine-tuned", "lower-layers=1", *(f"alpha={a / 10:g}" for a in range(1, 10))}
@@ -409,9 +406,9 @@ def test_best_passing_mix_is_chosen(tiny_model_path, toy_beir, tmp_path, monkeyp
     got = _state(result.model_dir)
     assert torch.allclose(got[key], 0.7 * base_sd[key] + 0.3 * ft_sd[key], atol=1e-6)
     # a looser limit lets a bigger mix through (0.6 loses 0.018); the best validation score among passing mixes wins
-    cfg = GuardConfig(max_general_drop=0.02, sparse_mixes=[])
+    cfg = GuardConfig(max_general_drop=0.02)
     assert guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g2", cfg, general).alpha == 0.6
-    cfg = GuardConfig(alphas=[0.25, 0.5], sparse_mixes=[])  # a user's own grid: 0.25 loses 0.003, 0.5 loses 0.0125
+    cfg = GuardConfig(alphas=[0.25, 0.5])  # a user's own grid: 0.25 loses 0.003, 0.5 loses 0.0125
     assert guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g2b", cfg, general).alpha == 0.25
     # validation flat from t = 0.1 on (a saturated validation set): the tie goes to the larger passing share
     def saturated(model, dataset, batch_size):
@@ -419,7 +416,7 @@ def test_best_passing_mix_is_chosen(tiny_model_path, toy_beir, tmp_path, monkeyp
         return {"ndcg@10": min(score["ndcg@10"], 0.51)} if dataset.name == "toy" else score
 
     monkeypatch.setattr(guard_mod, "_evaluate", saturated)
-    assert guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g2c", uniform, general).alpha == 0.3
+    assert guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g2c", general=general).alpha == 0.3
     monkeypatch.setattr(guard_mod, "_evaluate", fake_evaluate)
     # demanding a larger validation gain than any candidate offers keeps the base
     cfg = GuardConfig(min_val_gain=0.2, max_general_drop=1.0)

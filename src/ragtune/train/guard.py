@@ -12,13 +12,13 @@ and on a small general-domain check set (:func:`ragtune.data.checkset.load_check
    evaluations. With ``layer_mixes`` (the default) the same contest also holds *layer mixes*: the fine-tuned
    embeddings and lowest ``k`` transformer layers under the base model's upper layers, for ``k = 1 … L-1`` (those
    whose upper layers training left unchanged, e.g. with ``freeze_upper_layers``, are the fine-tuned model again
-   and are skipped). And with ``sparse_mixes`` it holds *sparse mixes*: the base plus only the largest share of
-   each weight's change (the rest reset to the base; :func:`ragtune.train.mixing.sparse_mix`).
+   and are skipped). With ``sparse_mixes`` (off by default) it also holds *sparse mixes*: the base plus only the
+   largest share of each weight's change (the rest reset to the base; :func:`ragtune.train.mixing.sparse_mix`).
    What a domain changes most is its vocabulary and phrasing, which the lower layers read; in the one model
    measured (bench/RESULTS.md) what the general check set lost sat mostly in the upper layers, and a layer mix
-   kept more of the domain gain than a uniform mix at the same cost on the check set. Most of a fine-tuning
-   change is many small moves; keeping only the largest ones kept most of the domain gain at no cost on the check
-   set in the run measured there;
+   kept more of the domain gain than a uniform mix at the same cost on the check set. Sparse mixes are off by
+   default because, on that model, keeping only the largest changes cost the check set nearly as much as the
+   whole fine-tuned model (bench/RESULTS.md, "Sparse mixes");
 3. failing that, the base model is kept, and the report says so.
 
 It writes::
@@ -78,10 +78,10 @@ class GuardConfig(_Config):
     layer_mixes: bool = Field(True, description="also try the fine-tuned embeddings and lowest k transformer layers "
                                                 "under the base's upper layers (k = 1 ... L-1) when the "
                                                 "fine-tuned model fails")
-    sparse_mixes: list[float] = Field(default_factory=lambda: [0.1, 0.2, 0.3, 0.5],
+    sparse_mixes: list[float] = Field(default_factory=list,
                                       description="also try sparse mixes when the fine-tuned model fails: the base "
                                                   "plus, in every weight, this share of the entries training changed "
-                                                  "most ([] = never)")
+                                                  "most (e.g. [0.1, 0.2, 0.3, 0.5]; default [] = never)")
     check_set: str = Field("auto", description="'auto' (language of the validation corpus), 'en', 'zh', or the "
                                                "path of your own BEIR directory")
     batch_size: int = Field(64, ge=1, description="encoding batch size")
