@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from ragtune._io import atomic_write_json
 from ragtune.config import _Config
@@ -95,22 +95,15 @@ class GuardConfig(_Config):
             raise ValueError(f"metric={value!r} is unknown; choose one of {', '.join(METRICS)}")
         return value
 
-    @field_validator("alphas")
+    @field_validator("alphas", "sparse_mixes")
     @classmethod
-    def _alphas(cls, value: list[float]) -> list[float]:
-        bad = [a for a in value if not 0.0 < a < 1.0]
-        if bad:
-            raise ValueError(f"alphas {bad}: each must lie strictly between 0 (the base) and 1 (the fine-tuned "
-                             "model), e.g. [0.25, 0.5, 0.75]")
-        return sorted(set(value))
-
-    @field_validator("sparse_mixes")
-    @classmethod
-    def _sparse_mixes(cls, value: list[float]) -> list[float]:
+    def _shares(cls, value: list[float], info: ValidationInfo) -> list[float]:
         bad = [x for x in value if not 0.0 < x < 1.0]
         if bad:
-            raise ValueError(f"sparse_mixes {bad}: each is the share of changed entries kept and must lie strictly "
-                             "between 0 and 1, e.g. [0.1, 0.2, 0.3, 0.5]")
+            what = {"alphas": "the share of fine-tuned weights: 0 is the base, 1 the fine-tuned model; "
+                              "e.g. [0.25, 0.5, 0.75]",
+                    "sparse_mixes": "the share of changed entries kept; e.g. [0.1, 0.2, 0.3, 0.5]"}[info.field_name]
+            raise ValueError(f"{info.field_name} {bad}: each must lie strictly between 0 and 1 ({what})")
         return sorted(set(value))
 
     @field_validator("check_set")
