@@ -41,6 +41,8 @@ def main() -> None:
                                                    "(default: the guard's own grid)")
     ap.add_argument("--distractors", type=int, default=0, help="training documents added to the validation corpus "
                                                                "(ragtune run adds 2000)")
+    ap.add_argument("--sparse", default=None, help="comma-separated shares for the guard's sparse mixes, e.g. "
+                                                   "0.1,0.2,0.3,0.5 (default: the guard's own, none)")
     ap.add_argument("--only", help="comma-separated candidates scored on the test sets, e.g. chosen,fine-tuned,"
                                    "sparse=0.2 (default: all; the base always)")
     ap.add_argument("--out", default="/tmp/ragtune-bench/guard-curve")
@@ -54,7 +56,8 @@ def main() -> None:
 
     base = resolve_model(args.base)
     out = Path(args.out)
-    cfg = GuardConfig(**({"alphas": [float(a) for a in args.alphas.split(",")]} if args.alphas else {}))
+    cfg = GuardConfig(**({"alphas": [float(a) for a in args.alphas.split(",")]} if args.alphas else {}),
+                      **({"sparse_mixes": [float(x) for x in args.sparse.split(",")]} if args.sparse else {}))
     train, val = split_by_document(load_train_source(Path(args.data), args.source))
     val, added = with_distractors(val, train.corpus, args.distractors)
     print(f"validation: {len(val.qrels)} queries over {len(val.corpus)} documents ({added} distractors)", flush=True)
