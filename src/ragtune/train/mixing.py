@@ -56,28 +56,30 @@ def _check_same_architecture(base_sd: dict, ft_sd: dict, base_name: str, ft_name
                       "trained from this base: pass the base it was fine-tuned from, or set the guard's alphas: [].")
 
 
+def _per_weight(base_model, ft_model, combine: Callable, names: tuple[str, str]):
+    """A new SentenceTransformer with ``combine(finetuned, base)`` for every float weight; non-float tensors (e.g.
+    integer position ids) are taken from the fine-tuned model."""
+    import torch
+
+    base_sd, ft_sd = base_model.state_dict(), ft_model.state_dict()
+    _check_same_architecture(base_sd, ft_sd, *names)
+    with torch.no_grad():
+        mixed = {key: combine(ft_t, base_sd[key].to(ft_t.device)) if torch.is_floating_point(ft_t) else ft_t.clone()
+                 for key, ft_t in ft_sd.items()}
+    model = copy.deepcopy(ft_model)
+    model.load_state_dict(mixed)
+    return model
+
+
 def _mix(base_model, ft_model, alpha: float, names: tuple[str, str] = ("base", "finetuned")):
     """A new SentenceTransformer with ``alpha * finetuned + (1 - alpha) * base`` for every float weight.
 
     Non-float tensors (e.g. integer position ids) are taken from the fine-tuned model.
     """
-    import torch
-
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"alpha={alpha!r}: must be between 0 (the base) and 1 (the fine-tuned model)")
-    base_sd, ft_sd = base_model.state_dict(), ft_model.state_dict()
-    _check_same_architecture(base_sd, ft_sd, *names)
-    mixed = {}
-    with torch.no_grad():
-        for key, ft_t in ft_sd.items():
-            b = base_sd[key]
-            if torch.is_floating_point(ft_t):
-                mixed[key] = (alpha * ft_t.float() + (1.0 - alpha) * b.to(ft_t.device).float()).to(ft_t.dtype)
-            else:
-                mixed[key] = ft_t.clone()
-    model = copy.deepcopy(ft_model)
-    model.load_state_dict(mixed)
-    return model
+    return _per_weight(base_model, ft_model,
+                       lambda f, b: (alpha * f.float() + (1.0 - alpha) * b.float()).to(f.dtype), names)
 
 
 _LAYER_KEY = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
@@ -154,25 +156,16 @@ def _sparse_mix(base_model, ft_model, keep: float, names: tuple[str, str] = ("ba
 
     if not 0.0 < keep <= 1.0:
         raise ConfigError(f"keep={keep!r}: the share of each weight's changes to keep must be in (0, 1], e.g. 0.2")
-    base_sd, ft_sd = base_model.state_dict(), ft_model.state_dict()
-    _check_same_architecture(base_sd, ft_sd, *names)
-    mixed = {}
-    with torch.no_grad():
-        for key, ft_t in ft_sd.items():
-            if not torch.is_floating_point(ft_t):
-                mixed[key] = ft_t.clone()
-                continue
-            b = base_sd[key].to(ft_t.device)
-            change = (ft_t.float() - b.float()).abs().flatten()
-            n_keep = max(1, round(keep * change.numel()))
-            if n_keep >= change.numel():
-                mixed[key] = ft_t.clone()
-                continue
-            threshold = torch.kthvalue(change, change.numel() - n_keep + 1).values  # the n_keep-th largest change
-            mixed[key] = torch.where((ft_t.float() - b.float()).abs() >= threshold, ft_t, b).clone()
-    model = copy.deepcopy(ft_model)
-    model.load_state_dict(mixed)
-    return model
+
+    def trim(f, b):
+        change = (f.float() - b.float()).abs()
+        n_keep = max(1, round(keep * change.numel()))
+        if n_keep >= change.numel():
+            return f.clone()
+        threshold = torch.kthvalue(change.flatten(), change.numel() - n_keep + 1).values  # the n_keep-th largest
+        return torch.where(change >= threshold, f, b).clone()
+
+    return _per_weight(base_model, ft_model, trim, names)
 
 
 def _save(model, output_dir: Path) -> Path:
