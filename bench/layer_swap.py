@@ -4,6 +4,10 @@ check set and on a BEIR test set.
 
     python bench/layer_swap.py --model /tmp/bench-last/train/lr5e5x3last/train/model \\
         --data ../shared/evaldata/scifact --out /tmp/layer-swap
+
+``--graded 3:0.2,3:0.35`` adds graded mixes: the fine-tuned embeddings and lowest ``k`` layers as trained, and
+the layers above them (with the heads) at share ``beta`` of the fine-tuned weights (``beta = 0`` is the guard's
+``lower-layers=k`` mix).
 """
 
 from __future__ import annotations
@@ -16,7 +20,25 @@ from ragtune.data.beir import load_beir
 from ragtune.data.checkset import load_checkset
 from ragtune.evaluate.harness import evaluate_systems
 from ragtune.models import load_sentence_transformer, resolve_model
-from ragtune.train.mixing import count_layers, layer_of, take_weights
+from ragtune.train.mixing import count_layers, layer_depths, layer_of, take_weights
+
+
+def graded_mix(base, ft, k: int, beta: float):
+    """The fine-tuned weights up to depth ``k`` (embeddings, layers 0 … k-1), ``beta * ft + (1 - beta) * base``
+    above."""
+    import copy
+
+    import torch
+
+    base_sd, ft_sd = base.state_dict(), ft.state_dict()
+    depths = layer_depths(ft_sd)
+    mixed = {}
+    for key, f in ft_sd.items():
+        share = 1.0 if depths[key] <= k or not torch.is_floating_point(f) else beta
+        mixed[key] = f.clone() if share == 1.0 else share * f + (1 - share) * base_sd[key]
+    model = copy.deepcopy(ft)
+    model.load_state_dict(mixed)
+    return model
 
 
 def main() -> None:
@@ -24,6 +46,7 @@ def main() -> None:
     ap.add_argument("--model", required=True, help="the fine-tuned sentence-transformers directory")
     ap.add_argument("--base", default="minilm")
     ap.add_argument("--data", help="a BEIR dir whose test qrels are scored too")
+    ap.add_argument("--graded", default="", help="comma-separated K:BETA graded mixes, e.g. 3:0.2,2:0.3")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     base_path = resolve_model(args.base)
@@ -45,10 +68,14 @@ def main() -> None:
              f"fine-tuned embeddings + layers <{half}": lambda k: emb(k) or low(k),
              "fine-tuned all but the embeddings": lambda k: not emb(k)}
     specs = {"base": f"dense:{base_path}", "fine-tuned": f"dense:{args.model}"}
-    for i, (name, take) in enumerate(takes.items()):
-        model = take_weights(base, ft, take)
+    builds = {name: lambda take=take: take_weights(base, ft, take) for name, take in takes.items()}
+    for spec in filter(None, args.graded.split(",")):
+        k, beta = spec.split(":")
+        builds[f"fine-tuned embeddings + layers <{k}, {float(beta):.0%} above"] = \
+            lambda k=int(k), beta=float(beta): graded_mix(base, ft, k, beta)
+    for i, (name, build) in enumerate(builds.items()):
         path = Path(args.out) / f"swap-{i}"
-        model.save(str(path))
+        build().save(str(path))
         specs[name] = f"dense:{path}"
     sets = {"check set": load_checkset("en"), **({"test": load_beir(args.data)} if args.data else {})}
     means = {s: evaluate_systems(ds, specs, EvalConfig(bootstrap=0)).to_dict()["systems"] for s, ds in sets.items()}
