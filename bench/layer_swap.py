@@ -49,6 +49,12 @@ def main() -> None:
     ap.add_argument("--graded", default="", help="comma-separated K:BETA graded mixes, e.g. 3:0.2,2:0.3")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
+    graded = []
+    for spec in filter(None, args.graded.split(",")):
+        k, _, beta = spec.partition(":")
+        if not (k.isdigit() and beta.replace(".", "", 1).isdigit() and 0 <= float(beta) <= 1):
+            ap.error(f"--graded {spec!r}: each mix is K:BETA, a layer count and a share in [0, 1], e.g. 3:0.2")
+        graded.append((int(k), float(beta)))
     base_path = resolve_model(args.base)
     base, ft = load_sentence_transformer(base_path, device="cpu"), load_sentence_transformer(args.model, device="cpu")
     half = count_layers(ft) // 2
@@ -69,10 +75,9 @@ def main() -> None:
              "fine-tuned all but the embeddings": lambda k: not emb(k)}
     specs = {"base": f"dense:{base_path}", "fine-tuned": f"dense:{args.model}"}
     builds = {name: lambda take=take: take_weights(base, ft, take) for name, take in takes.items()}
-    for spec in filter(None, args.graded.split(",")):
-        k, beta = spec.split(":")
-        builds[f"fine-tuned embeddings + layers <{k}, {float(beta):.0%} above"] = \
-            lambda k=int(k), beta=float(beta): graded_mix(base, ft, k, beta)
+    for k, beta in graded:
+        builds[f"fine-tuned embeddings + layers <{k}, {beta:.0%} above"] = \
+            lambda k=k, beta=beta: graded_mix(base, ft, k, beta)
     for i, (name, build) in enumerate(builds.items()):
         path = Path(args.out) / f"swap-{i}"
         build().save(str(path))
