@@ -20,25 +20,14 @@ from ragtune.data.beir import load_beir
 from ragtune.data.checkset import load_checkset
 from ragtune.evaluate.harness import evaluate_systems
 from ragtune.models import load_sentence_transformer, resolve_model
-from ragtune.train.mixing import count_layers, layer_depths, layer_of, take_weights
+from ragtune.train.mixing import _mix, count_layers, layer_depths, layer_of, take_weights
 
 
 def graded_mix(base, ft, k: int, beta: float):
     """The fine-tuned weights up to depth ``k`` (embeddings, layers 0 … k-1), ``beta * ft + (1 - beta) * base``
-    above."""
-    import copy
-
-    import torch
-
-    base_sd, ft_sd = base.state_dict(), ft.state_dict()
-    depths = layer_depths(ft_sd)
-    mixed = {}
-    for key, f in ft_sd.items():
-        share = 1.0 if depths[key] <= k or not torch.is_floating_point(f) else beta
-        mixed[key] = f.clone() if share == 1.0 else share * f + (1 - share) * base_sd[key]
-    model = copy.deepcopy(ft)
-    model.load_state_dict(mixed)
-    return model
+    above: the guard's uniform mix with its lower layers taken from the fine-tuned model."""
+    depths = layer_depths(ft.state_dict())
+    return take_weights(_mix(base, ft, beta), ft, lambda key: depths[key] <= k)
 
 
 def main() -> None:
