@@ -111,6 +111,13 @@ class EmbeddingTrainConfig(_Config):
     layer_lr_decay: float = Field(1.0, gt=0, le=1, description="layer i from the bottom trains at learning_rate x "
                                                               "this^(i+1), the embeddings at learning_rate (1 = "
                                                               "one rate for all)")
+    lora_rank: int | None = Field(None, ge=1, le=512, description="train rank-r LoRA adapters (peft) on the "
+                                                                  "encoder's linear layers instead of every weight; "
+                                                                  "merged into plain weights when written")
+    lora_alpha: float | None = Field(None, gt=0, description="LoRA scale numerator (scale alpha / rank) [2 x rank]")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA path")
+    lora_targets: list[str] | None = Field(None, min_length=1, description="module names (or name ends) that get "
+                                                                          "adapters [every linear layer]")
     evals_per_epoch: int = Field(4, ge=1, description="validation evaluations per epoch (with a validation set)")
     patience: int | None = Field(3, ge=1, description="stop after this many evaluations without a better val "
                                                       "nDCG@10 (None = never stop early)")
@@ -157,6 +164,10 @@ class EmbeddingTrainConfig(_Config):
             raise ValueError(f"teacher with loss={self.loss!r} is only used to drop false negatives among mined "
                              "ones: set negatives >= 1 and teacher_margin (e.g. 0.0), use loss='margin-mse' or "
                              "'kl', or remove teacher")
+        lora_options = [k for k in ("lora_alpha", "lora_targets") if getattr(self, k) is not None]
+        if self.lora_rank is None and (lora_options or self.lora_dropout):
+            raise ValueError(f"{', '.join(lora_options) or 'lora_dropout'} is set but lora_rank is not: set lora_rank "
+                             "(e.g. 16) to train LoRA adapters, or drop the LoRA options")
         if self.mine_range_min >= self.mine_range_max:
             raise ValueError(f"mine_range_min ({self.mine_range_min}) must be smaller than mine_range_max "
                              f"({self.mine_range_max})")

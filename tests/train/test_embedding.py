@@ -192,6 +192,80 @@ def test_layer_lr_decay_moves_upper_layers_less(tiny_model_path, trained, tmp_pa
     assert change[2] > 0
 
 
+# --- LoRA ------------------------------------------------------------------------------------------------------
+
+
+def _weights(path) -> dict:
+    from sentence_transformers import SentenceTransformer
+
+    return {k: v.detach().clone() for k, v in SentenceTransformer(str(path), device="cpu").state_dict().items()}
+
+
+def test_lora_trains_low_rank_changes_and_writes_a_plain_model(tiny_model_path, tmp_path):
+    from ragtune.data.beir import BeirDataset
+
+    corpus, queries, qrels, _ = _train_data()
+    val = BeirDataset(corpus, queries, qrels)  # the best-checkpoint path writes the model too
+    config = _config(tiny_model_path, lora_rank=2, warmup_ratio=0.0)  # every evaluated step has moved
+    result = train_embedding(_train_data(), config, tmp_path / "lora", val=val, save_every_s=None)
+    import torch
+
+    base, tuned = _weights(tiny_model_path), _weights(result.model_dir)
+    assert set(base) == set(tuned)  # plain names: no adapter weights, loads without peft
+    changed = {k for k in base if not torch.equal(base[k], tuned[k])}
+    linear = {k for k, v in base.items() if k.endswith(".weight") and v.ndim == 2 and ".embeddings." not in k
+              and ".pooler." not in k}
+    assert changed == linear  # every linear layer of the encoder, and nothing else (biases, norms, embeddings)
+    for k in linear:
+        assert torch.linalg.matrix_rank(tuned[k] - base[k], atol=1e-6).item() <= 2, k
+    assert json.loads(result.log_path.read_text())["config"]["lora_rank"] == 2
+
+
+def test_interrupted_lora_training_resumes_from_its_checkpoint(tiny_model_path, tmp_path, monkeypatch):
+    config = _config(tiny_model_path, lora_rank=2, lora_alpha=8)
+    whole = train_embedding(_train_data(), config, tmp_path / "whole", save_every_s=None)
+    out = tmp_path / "run"
+    original = emb._Progress.on_step_end
+
+    def crash_at_step_3(self, args, state, control, **kwargs):
+        original(self, args, state, control, **kwargs)
+        if state.global_step == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(emb._Progress, "on_step_end", crash_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        train_embedding(_train_data(), config, out, save_steps=2, save_every_s=None)
+    monkeypatch.setattr(emb._Progress, "on_step_end", original)
+    result = train_embedding(_train_data(), config, out, save_steps=2, save_every_s=None)
+    assert result.resumed_from_step == 2 and result.steps == 4
+    a, b = _weights(whole.model_dir), _weights(result.model_dir)
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
+
+
+def test_lora_checkpoint_of_another_configuration_is_a_clear_error(tiny_model_path, tmp_path):
+    from ragtune.models import load_sentence_transformer
+    from ragtune.train.lora import add_lora, load_lora_checkpoint
+
+    saved = load_sentence_transformer(tiny_model_path, device="cpu")
+    add_lora(saved, 2)
+    saved.save(str(tmp_path / "ckpt"))
+    for rank, targets in ((4, None), (2, ["query"])):  # another rank; adapters on fewer layers
+        other = load_sentence_transformer(tiny_model_path, device="cpu")
+        add_lora(other, rank, targets=targets)
+        with pytest.raises(ConfigError, match="does not match this LoRA configuration.*start afresh"):
+            load_lora_checkpoint(other, tmp_path / "ckpt")
+    with pytest.raises(ConfigError, match="no .safetensors"):
+        load_lora_checkpoint(other, tmp_path)
+
+
+def test_lora_options_are_checked(tiny_model_path, tmp_path):
+    with pytest.raises(ValueError, match="lora_alpha is set but lora_rank is not"):
+        EmbeddingTrainConfig(lora_alpha=16)
+    with pytest.raises(ConfigError, match="lora_targets \\['nonexistent'\\]"):
+        train_embedding(_train_data(), _config(tiny_model_path, lora_rank=2, lora_targets=["nonexistent"]),
+                        tmp_path / "bad")
+
+
 @pytest.mark.parametrize("qrels", [{}, {"q": {"nope": 1}}, {"q": {"c0": 1}}])
 def test_too_small_training_set_is_a_clear_error(tiny_model_path, tmp_path, qrels):
     with pytest.raises(DataFormatError, match="needs at least 2"):

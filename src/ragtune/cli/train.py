@@ -64,6 +64,9 @@ def embedding_command(
     layer_lr_decay: float | None = typer.Option(None, "--layer-lr-decay", metavar="X",
                                                 help="Layer i from the bottom trains at --lr x X^(i+1), so the "
                                                      "upper layers change less [1: one rate]."),
+    lora_rank: int | None = typer.Option(None, "--lora-rank", metavar="R",
+                                         help="Train rank-R LoRA adapters (peft, `ragtune[lora]`) instead of every "
+                                              "weight; the written model has them merged [off]."),
     patience: int | None = typer.Option(None, "--patience", help="With --val: stop after N evaluations without "
                                                                  "a better nDCG@10; 0 = never [3]."),
     evals_per_epoch: int | None = typer.Option(None, "--evals-per-epoch", help="With --val: evaluations per "
@@ -132,6 +135,7 @@ def embedding_command(
                  "embedding.teacher_margin": teacher_margin, "embedding.matryoshka_dims": dims,
                  "embedding.mini_batch_size": mini_batch_size, "embedding.evals_per_epoch": evals_per_epoch,
                  "embedding.freeze_upper_layers": freeze_upper_layers, "embedding.layer_lr_decay": layer_lr_decay,
+                 "embedding.lora_rank": lora_rank,
                  "embedding.patience": patience if patience != 0 else None,
                  "guard.max_general_drop": max_general_drop}
     run_cfg = RunConfig.load(config, overrides=overrides)

@@ -15,7 +15,8 @@ Calling it again into the same ``output_dir`` after an interruption resumes from
 provided the data and configuration are unchanged (a fingerprint guards this). Pairs come from
 :mod:`ragtune.train.pairs`, losses from :mod:`ragtune.train.losses`, batches from :mod:`ragtune.train.sampler`,
 validation and the best checkpoint from :mod:`ragtune.train.validation`, frozen layers and per-layer learning
-rates from :mod:`ragtune.train.layers`; this module holds the mining and teacher glue and the trainer.
+rates from :mod:`ragtune.train.layers`, LoRA adapters from :mod:`ragtune.train.lora`; this module holds the mining
+and teacher glue and the trainer.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from ragtune.train.distributed import (  # DDP: rank-0-only side effects
     world_size,
 )
 from ragtune.train.layers import freeze_upper_layers, layer_learning_rates
+from ragtune.train.lora import add_lora, load_lora_checkpoint, save_plain
 from ragtune.train.losses import DISTIL, LOSSES, build_loss, loss_name
 from ragtune.train.pairs import Pair, build_pairs, load_pairs, passage_text, training_pairs
 from ragtune.train.sampler import NoSharedPositiveBatchSampler
@@ -231,6 +233,19 @@ def _teacher_labels(scorer: Any, pairs: list[Pair], negatives: list[list[str]]) 
     return [scores[i:i + width] for i in range(0, len(scores), width)]
 
 
+def _lora_trainer_class() -> type:
+    from sentence_transformers import SentenceTransformerTrainer
+
+    class LoraTrainer(SentenceTransformerTrainer):
+        """Resumes a LoRA run from its checkpoint: the weights there carry peft's names, which a plain load of the
+        checkpoint directory would not match."""
+
+        def _load_from_checkpoint(self, checkpoint_path: str, *args: Any, **kwargs: Any) -> None:
+            load_lora_checkpoint(getattr(self.model, "_orig_mod", self.model), checkpoint_path)
+
+    return LoraTrainer
+
+
 def train_embedding(train: Any, config: EmbeddingTrainConfig | None = None, output_dir: str | Path = "embedding",
                     val: BeirDataset | None = None, *, monitor: Mapping[str, BeirDataset] | None = None,
                     save_steps: int | None = None, save_every_s: float | None = 300.0,
@@ -332,6 +347,13 @@ def train_embedding(train: Any, config: EmbeddingTrainConfig | None = None, outp
     barrier()
     if not is_main_process():
         resume = latest_checkpoint(ckpt_dir, fingerprint)
+    if config.lora_rank is not None:  # after mining, which used the plain base; seeded: the A matrices are random
+        from transformers import set_seed
+
+        set_seed(config.seed)
+        trainable = add_lora(model, config.lora_rank, config.lora_alpha, config.lora_dropout, config.lora_targets)
+        logger.info("LoRA rank %d: %d trainable parameters; the encoder's own weights are frozen", config.lora_rank,
+                    trainable)
     if config.freeze_upper_layers:
         frozen = freeze_upper_layers(model, config.freeze_upper_layers)
         logger.info("the top %d layers stay as the base has them (%d tensors frozen)", config.freeze_upper_layers,
@@ -356,7 +378,7 @@ def train_embedding(train: Any, config: EmbeddingTrainConfig | None = None, outp
         **({"learning_rate_mapping": rates} if rates else {}))
     keeper = BestKeeper(best_dir, config.patience) if val is not None else None
     loss = build_loss(model, config)
-    trainer = SentenceTransformerTrainer(
+    trainer = (_lora_trainer_class() if config.lora_rank is not None else SentenceTransformerTrainer)(
         model=model, args=args, train_dataset=dataset, loss=loss,
         evaluator=trainer_evaluator(val, monitor, max(batch_size, 128)) if evaluating else None,  # batch: encoding only
         callbacks=[_Progress(save_steps, save_every_s, show, eval_at_end=evaluating), SyncSamplerEpoch(),
@@ -378,7 +400,7 @@ def train_embedding(train: Any, config: EmbeddingTrainConfig | None = None, outp
                 os.replace(best_dir, out / "model")
             else:
                 with atomic_dir(out / "model") as tmp:
-                    model.save(str(tmp))
+                    save_plain(model, tmp)
     losses, evals = split_history(trainer.state.log_history)
     result = TrainResult(out / "model", out / "train-log.json", trainer.state.global_step, len(pairs), batch_size,
                          round(time.perf_counter() - t0, 2), resumed_step,

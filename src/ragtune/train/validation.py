@@ -14,6 +14,7 @@ from transformers import TrainerCallback
 from ragtune._io import atomic_dir, atomic_write_json
 from ragtune.data.beir import BeirDataset
 from ragtune.train.distributed import is_main_process
+from ragtune.train.lora import save_plain
 from ragtune.train.pairs import passage_text
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class BestKeeper(TrainerCallback):
         if self._update(state.global_step, value):
             if is_main_process() and model is not None:
                 with atomic_dir(self.best_dir) as tmp:
-                    model.save(str(tmp))
+                    save_plain(model, tmp)  # LoRA adapters merged: the best model is a plain one
                     atomic_write_json(tmp / "best.json", {"step": state.global_step, "metric": value, "key": key})
             logger.info("validation nDCG@10 %.4f at step %d (best so far)", value, state.global_step)
         else:
