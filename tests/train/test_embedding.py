@@ -13,7 +13,6 @@ from ragtune.data.beir import load_beir
 from ragtune.errors import ConfigError, DataFormatError
 from ragtune.generate import ict_queries
 from ragtune.train import NoSharedPositiveBatchSampler, build_pairs, layers, train_embedding
-from ragtune.train import embedding as emb
 
 CORPUS = {f"c{i}": {"title": f"Topic {i}", "text": f"Topic {i} opens with fact {i}. A second remark on item {i * 3}. "
                                                    f"It closes with number {i * 7}.", "doc": f"file{i // 3}"}
@@ -108,24 +107,15 @@ def test_training_writes_a_loadable_sentence_transformers_dir(trained):
     assert not (trained.model_dir.parent / "checkpoints").exists()  # removed after success
 
 
-def test_interrupted_training_resumes_from_its_checkpoint(trained, tiny_model_path, tmp_path, monkeypatch):
+def test_interrupted_training_resumes_from_its_checkpoint(trained, tiny_model_path, tmp_path, interrupted_after):
     from sentence_transformers import SentenceTransformer
 
     out = tmp_path / "run"
-    original = emb._Progress.on_step_end
-
-    def crash_at_step_3(self, args, state, control, **kwargs):
-        original(self, args, state, control, **kwargs)
-        if state.global_step == 3:
-            raise KeyboardInterrupt  # as if the user pressed Ctrl-C
-
-    monkeypatch.setattr(emb._Progress, "on_step_end", crash_at_step_3)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_after(3):
         train_embedding(_train_data(), _config(tiny_model_path), out, save_steps=2, save_every_s=None)
     assert [p.name for p in (out / "checkpoints").glob("checkpoint-*")] == ["checkpoint-2"]
     assert not (out / "model").exists()
 
-    monkeypatch.setattr(emb._Progress, "on_step_end", original)
     result = train_embedding(_train_data(), _config(tiny_model_path), out, save_steps=2, save_every_s=None)
     assert result.resumed_from_step == 2 and result.steps == 4
     assert [row["step"] for row in result.losses] == [1, 2, 3, 4]
@@ -221,21 +211,12 @@ def test_lora_trains_low_rank_changes_and_writes_a_plain_model(tiny_model_path, 
     assert json.loads(result.log_path.read_text())["config"]["lora_rank"] == 2
 
 
-def test_interrupted_lora_training_resumes_from_its_checkpoint(tiny_model_path, tmp_path, monkeypatch):
+def test_interrupted_lora_training_resumes_from_its_checkpoint(tiny_model_path, tmp_path, interrupted_after):
     config = _config(tiny_model_path, lora_rank=2, lora_alpha=8)
     whole = train_embedding(_train_data(), config, tmp_path / "whole", save_every_s=None)
     out = tmp_path / "run"
-    original = emb._Progress.on_step_end
-
-    def crash_at_step_3(self, args, state, control, **kwargs):
-        original(self, args, state, control, **kwargs)
-        if state.global_step == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(emb._Progress, "on_step_end", crash_at_step_3)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_after(3):
         train_embedding(_train_data(), config, out, save_steps=2, save_every_s=None)
-    monkeypatch.setattr(emb._Progress, "on_step_end", original)
     result = train_embedding(_train_data(), config, out, save_steps=2, save_every_s=None)
     assert result.resumed_from_step == 2 and result.steps == 4
     a, b = _weights(whole.model_dir), _weights(result.model_dir)

@@ -12,7 +12,6 @@ from ragtune.config import EmbeddingTrainConfig
 from ragtune.data.beir import BeirDataset
 from ragtune.errors import ConfigError, DataFormatError
 from ragtune.generate import ict_queries
-from ragtune.train import embedding as emb
 from ragtune.train import validation
 from ragtune.train.embedding import load_pairs, train_embedding
 
@@ -76,23 +75,15 @@ def test_each_loss_trains_and_writes_a_loadable_model(loss, extra, loss_class, t
         assert log["mining"]["teacher_scored"] == 24 * 6 and log["mining"]["teacher_dropped"] == 0
 
 
-def test_resume_reuses_mined_negatives_and_teacher_scores(tiny_model_path, teacher, tmp_path, monkeypatch):
+def test_resume_reuses_mined_negatives_and_teacher_scores(tiny_model_path, teacher, tmp_path, monkeypatch,
+                                                         interrupted_after):
     from sentence_transformers import CrossEncoder
 
     out = tmp_path / "run"
     config = _config(tiny_model_path, loss="margin-mse", teacher=teacher, negatives=2, mine_with="dense",
                      max_steps=4)
-    original = emb._Progress.on_step_end
-
-    def crash_at_step_3(self, args, state, control, **kwargs):
-        original(self, args, state, control, **kwargs)
-        if state.global_step == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(emb._Progress, "on_step_end", crash_at_step_3)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_after(3):
         train_embedding(_data(), config, out, save_steps=2, save_every_s=None)
-    monkeypatch.setattr(emb._Progress, "on_step_end", original)
 
     def no_more(*args, **kwargs):
         raise AssertionError("recomputed instead of read from the cache")
