@@ -51,7 +51,7 @@ from ragtune.train.distributed import (  # DDP: rank-0-only side effects
     world_size,
 )
 from ragtune.train.layers import freeze_upper_layers, layer_learning_rates
-from ragtune.train.lora import add_lora, load_lora_checkpoint, save_plain
+from ragtune.train.lora import add_lora, lora_trainer_class, save_plain
 from ragtune.train.losses import DISTIL, LOSSES, build_loss, loss_name
 from ragtune.train.pairs import Pair, build_pairs, load_pairs, passage_text, training_pairs
 from ragtune.train.sampler import NoSharedPositiveBatchSampler
@@ -233,19 +233,6 @@ def _teacher_labels(scorer: Any, pairs: list[Pair], negatives: list[list[str]]) 
     return [scores[i:i + width] for i in range(0, len(scores), width)]
 
 
-def _lora_trainer_class() -> type:
-    from sentence_transformers import SentenceTransformerTrainer
-
-    class LoraTrainer(SentenceTransformerTrainer):
-        """Resumes a LoRA run from its checkpoint: the weights there carry peft's names, which a plain load of the
-        checkpoint directory would not match."""
-
-        def _load_from_checkpoint(self, checkpoint_path: str, *args: Any, **kwargs: Any) -> None:
-            load_lora_checkpoint(getattr(self.model, "_orig_mod", self.model), checkpoint_path)
-
-    return LoraTrainer
-
-
 def train_embedding(train: Any, config: EmbeddingTrainConfig | None = None, output_dir: str | Path = "embedding",
                     val: BeirDataset | None = None, *, monitor: Mapping[str, BeirDataset] | None = None,
                     save_steps: int | None = None, save_every_s: float | None = 300.0,
@@ -378,7 +365,7 @@ def train_embedding(train: Any, config: EmbeddingTrainConfig | None = None, outp
         **({"learning_rate_mapping": rates} if rates else {}))
     keeper = BestKeeper(best_dir, config.patience) if val is not None else None
     loss = build_loss(model, config)
-    trainer = (_lora_trainer_class() if config.lora_rank is not None else SentenceTransformerTrainer)(
+    trainer = (lora_trainer_class() if config.lora_rank is not None else SentenceTransformerTrainer)(
         model=model, args=args, train_dataset=dataset, loss=loss,
         evaluator=trainer_evaluator(val, monitor, max(batch_size, 128)) if evaluating else None,  # batch: encoding only
         callbacks=[_Progress(save_steps, save_every_s, show, eval_at_end=evaluating), SyncSamplerEpoch(),

@@ -19,7 +19,7 @@ from typing import Any
 
 from ragtune.errors import ConfigError
 
-__all__ = ["add_lora", "has_lora", "load_lora_checkpoint", "merged_copy", "save_plain"]
+__all__ = ["add_lora", "has_lora", "load_lora_checkpoint", "lora_trainer_class", "merged_copy", "save_plain"]
 
 
 def _peft():
@@ -126,3 +126,15 @@ def load_lora_checkpoint(model: Any, checkpoint: str | Path) -> None:
     if lost or unexpected:
         raise ConfigError(f"checkpoint {checkpoint} does not match this LoRA configuration ({len(lost)} adapter "
                           f"weights missing, {len(unexpected)} unexpected, first: {(lost or unexpected)[0]}); {fix}")
+
+
+def lora_trainer_class() -> type:
+    """sentence-transformers' trainer, resuming a LoRA run from its checkpoint with :func:`load_lora_checkpoint`
+    (a plain load of the checkpoint directory would not match peft's weight names)."""
+    from sentence_transformers import SentenceTransformerTrainer
+
+    class LoraTrainer(SentenceTransformerTrainer):
+        def _load_from_checkpoint(self, checkpoint_path: str, *args: Any, **kwargs: Any) -> None:
+            load_lora_checkpoint(getattr(self.model, "_orig_mod", self.model), checkpoint_path)
+
+    return LoraTrainer
