@@ -1,7 +1,8 @@
 """The forgetting guard's trade-off, mix by mix, for one fine-tuned embedding model and its base.
 
 Every weight mix ``alpha * finetuned + (1 - alpha) * base``, every layer mix (the fine-tuned embeddings and
-lowest ``k`` layers under the base's upper layers) and every sparse mix (the base plus the largest share of each
+lowest ``k`` layers under the base's upper layers), every module mix (the fine-tuned model with the base's
+attention or feed-forward weights from layer ``k`` up) and every sparse mix (the base plus the largest share of each
 weight's changes) is scored on what the guard sees (the validation split
 of the training source, ragtune's general-domain check set) and on what it cannot see (the set's test qrels and a
 set from another domain, ``--cross``), so one table shows whether the mix the guard chose is the one the test set
@@ -52,7 +53,13 @@ def main() -> None:
     from ragtune.data.split import with_distractors
     from ragtune.models import load_sentence_transformer, resolve_model
     from ragtune.train.guard import GuardConfig, guard_model
-    from ragtune.train.mixing import count_layers, interpolate_weights, mix_lower_layers, sparse_mix
+    from ragtune.train.mixing import (
+        count_layers,
+        interpolate_weights,
+        mix_lower_layers,
+        module_mix,
+        sparse_mix,
+    )
 
     base = resolve_model(args.base)
     out = Path(args.out)
@@ -67,9 +74,12 @@ def main() -> None:
 
     builders = {f"alpha={a:g}": lambda a=a: interpolate_weights(base, args.model, a, out / f"mix-{a:g}")
                 for a in cfg.alphas}
-    n_layers = count_layers(load_sentence_transformer(args.model, device="cpu")) if cfg.layer_mixes else 0
+    n_layers = count_layers(load_sentence_transformer(args.model, device="cpu"))
     builders.update({f"lower-layers={k}": lambda k=k: mix_lower_layers(base, args.model, k, out / f"lower-{k}")
-                     for k in range(1, n_layers)})
+                     for k in range(1, n_layers if cfg.layer_mixes else 1)})
+    builders.update({f"base-{kind}-from={k}": lambda kind=kind, k=k: module_mix(base, args.model, kind, k,
+                                                                               out / f"module-{kind}-{k}")
+                     for kind in cfg.module_mixes for k in range(1, n_layers)})
     builders.update({f"sparse={x:g}": lambda x=x: sparse_mix(base, args.model, x, out / f"sparse-{x:g}")
                      for x in cfg.sparse_mixes})
     builders["fine-tuned"] = lambda: args.model

@@ -8,6 +8,10 @@ check set and on a BEIR test set.
 ``--graded 3:0.2,3:0.35`` adds graded mixes: the fine-tuned embeddings and lowest ``k`` layers as trained, and
 the layers above them (with the heads) at share ``beta`` of the fine-tuned weights (``beta = 0`` is the guard's
 ``lower-layers=k`` mix).
+
+``--modules ffn@3,attn@0,ffn+norm@3`` adds module swaps: the fine-tuned model with the base's weights of one kind
+of sub-layer (``attn``: query, key, value and the attention output projection; ``ffn``: the feed-forward pair;
+``norm``: the layer norms; join kinds with ``+``) in every layer from ``K`` up.
 """
 
 from __future__ import annotations
@@ -20,7 +24,15 @@ from ragtune.data.beir import load_beir
 from ragtune.data.checkset import load_checkset
 from ragtune.evaluate.harness import evaluate_systems
 from ragtune.models import load_sentence_transformer, resolve_model
-from ragtune.train.mixing import _mix, count_layers, layer_depths, layer_of, take_weights
+from ragtune.train.mixing import (
+    SUBLAYER_KINDS,
+    _mix,
+    count_layers,
+    layer_depths,
+    layer_of,
+    sublayer_kind,
+    take_weights,
+)
 
 
 def graded_mix(base, ft, k: int, beta: float):
@@ -30,12 +42,29 @@ def graded_mix(base, ft, k: int, beta: float):
     return take_weights(_mix(base, ft, beta), ft, lambda key: depths[key] <= k)
 
 
+def parse_module_swap(spec: str) -> tuple[tuple[str, ...], int]:
+    """``"ffn+norm@3"`` -> ``(("ffn", "norm"), 3)``; raises ValueError naming the spec when it is malformed."""
+    kinds, _, k = spec.partition("@")
+    names = tuple(kinds.split("+"))
+    if not set(names) <= set(SUBLAYER_KINDS) or not k.isdigit():
+        raise ValueError(f"--modules {spec!r}: each swap is KIND[+KIND]@K with KIND one of {', '.join(SUBLAYER_KINDS)} "
+                         "and K a layer number, e.g. ffn@3")
+    return names, int(k)
+
+
+def module_swap(base, ft, kinds: tuple[str, ...], k: int):
+    """The fine-tuned model with the base's weights of the given sub-layer kinds in layers ``k`` and up (one kind:
+    the guard's module mix, :func:`ragtune.train.mixing.module_mix`)."""
+    return take_weights(base, ft, lambda key: sublayer_kind(key) not in kinds or layer_of(key) < k)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="the fine-tuned sentence-transformers directory")
     ap.add_argument("--base", default="minilm")
     ap.add_argument("--data", help="a BEIR dir whose test qrels are scored too")
     ap.add_argument("--graded", default="", help="comma-separated K:BETA graded mixes, e.g. 3:0.2,2:0.3")
+    ap.add_argument("--modules", default="", help="comma-separated KIND[+KIND]@K module swaps, e.g. ffn@3,attn@0")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     graded = []
@@ -44,6 +73,10 @@ def main() -> None:
         if not (k.isdigit() and beta.replace(".", "", 1).isdigit() and 0 <= float(beta) <= 1):
             ap.error(f"--graded {spec!r}: each mix is K:BETA, a layer count and a share in [0, 1], e.g. 3:0.2")
         graded.append((int(k), float(beta)))
+    try:
+        swaps = [parse_module_swap(spec) for spec in filter(None, args.modules.split(","))]
+    except ValueError as err:
+        ap.error(str(err))
     base_path = resolve_model(args.base)
     base, ft = load_sentence_transformer(base_path, device="cpu"), load_sentence_transformer(args.model, device="cpu")
     half = count_layers(ft) // 2
@@ -67,6 +100,9 @@ def main() -> None:
     for k, beta in graded:
         builds[f"fine-tuned embeddings + layers <{k}, {beta:.0%} above"] = \
             lambda k=k, beta=beta: graded_mix(base, ft, k, beta)
+    for kinds, k in swaps:
+        builds[f"fine-tuned, base {'+'.join(kinds)} in layers {k}+"] = \
+            lambda kinds=kinds, k=k: module_swap(base, ft, kinds, k)
     for i, (name, build) in enumerate(builds.items()):
         path = Path(args.out) / f"swap-{i}"
         build().save(str(path))

@@ -233,7 +233,7 @@ def _guard(ws: Workspace, config: RunConfig) -> dict[str, Any]:
                          config.guard)
     ws.manifest["guard"] = {k: v for k, v in result.to_dict().items() if not isinstance(v, dict)}
     return {"decision": result.decision, "alpha": result.alpha, "layers": result.layers, "keep": result.keep,
-            "message": result.message}
+            "module": result.module, "message": result.message}
 
 
 def _has_cuda() -> bool:

@@ -126,8 +126,11 @@ def test_guard_config_validates():
     cfg = GuardConfig(alphas=[0.75, 0.25, 0.25], check_set=" ZH ")
     assert cfg.alphas == [0.25, 0.75] and cfg.check_set == "zh" and cfg.min_val_gain == 0.0
     assert cfg.sparse_mixes == [] and GuardConfig(sparse_mixes=[0.5, 0.2]).sparse_mixes == [0.2, 0.5]
+    assert cfg.module_mixes == ["attn", "ffn"] and GuardConfig(module_mixes=[]).module_mixes == []
+    assert cfg.prefer == "most_kept"
     for bad in ({"alphas": [0.0]}, {"alphas": [1.0]}, {"metric": "ndcg@11"}, {"max_general_drop": -0.1},
-                {"check_set": " "}, {"typo": 1}, {"sparse_mixes": [1.0]}, {"sparse_mixes": [0]}):
+                {"check_set": " "}, {"typo": 1}, {"sparse_mixes": [1.0]}, {"sparse_mixes": [0]},
+                {"module_mixes": ["mlp"]}, {"prefer": "test"}):
         with pytest.raises(ValueError):
             GuardConfig(**bad)
     with pytest.raises(ConfigError, match="check_set='/no/such/dir'"):
@@ -167,6 +170,117 @@ def test_lower_layer_mix_takes_fine_tuned_weights_below_k(tiny_model_path, tmp_p
     for bad in (0, 2):
         with pytest.raises(ConfigError, match=f"k={bad}: must be between 1 and 1"):
             _mix_lower_layers(base_model, ft_model, bad)
+
+
+@pytest.mark.parametrize("key, kind", [
+    ("0.auto_model.encoder.layer.3.attention.self.query.weight", "attn"),
+    ("0.auto_model.encoder.layer.3.attention.output.dense.bias", "attn"),
+    ("0.auto_model.encoder.layer.3.attention.output.LayerNorm.weight", "norm"),
+    ("0.auto_model.encoder.layer.3.intermediate.dense.weight", "ffn"),
+    ("0.auto_model.encoder.layer.3.output.dense.weight", "ffn"),
+    ("0.auto_model.encoder.layer.3.output.LayerNorm.bias", "norm"),
+    ("0.auto_model.embeddings.word_embeddings.weight", None),
+    ("0.auto_model.pooler.dense.weight", None),
+    ("0.auto_model.embeddings.LayerNorm.weight", None),
+    ("0.auto_model.layers.2.self_attn.o_proj.weight", "attn"),  # Llama / Qwen naming
+    ("0.auto_model.layers.2.mlp.down_proj.weight", "ffn"),
+    ("0.auto_model.layers.2.post_attention_layernorm.weight", "norm"),
+    ("0.auto_model.h.1.attn.c_attn.weight", "attn"),  # GPT-2 naming
+    ("0.auto_model.h.1.mlp.c_fc.weight", "ffn"),
+    ("0.auto_model.h.1.ln_1.weight", "norm"),
+])
+def test_sublayer_kind_reads_common_weight_names(key, kind):
+    assert mixing.sublayer_kind(key) == kind
+
+
+def test_module_mix_takes_base_weights_of_one_kind_from_layer_k(tiny_model_path, tmp_path):
+    import torch
+
+    from ragtune.train.mixing import _mix_modules, module_mix
+
+    base_model = mixing._load(tiny_model_path, "cpu")
+    ft_model = copy.deepcopy(base_model)
+    with torch.no_grad():
+        for p in ft_model.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    base_sd, ft_sd = base_model.state_dict(), ft_model.state_dict()
+    for kind, k in (("attn", 1), ("ffn", 1), ("attn", 0)):
+        got = _mix_modules(base_model, ft_model, kind, k).state_dict()
+        assert got.keys() == ft_sd.keys()
+        from_base = [key for key in got if mixing.sublayer_kind(key) == kind and mixing.layer_of(key) >= k]
+        assert len(from_base) == (8 if kind == "attn" else 4) * (2 - k)  # q, k, v, output (+ biases); the FFN pair
+        for key, t in got.items():
+            assert torch.equal(t, (base_sd if key in from_base else ft_sd)[key]), (kind, k, key)
+            if torch.is_floating_point(t):
+                assert not torch.equal(base_sd[key], ft_sd[key]), key  # so the check above can fail
+    # how much of the change each mix keeps, by weight distance: alpha for a uniform mix
+    assert mixing.kept_change(base_model, mixing._mix(base_model, ft_model, 0.3), ft_model) == pytest.approx(0.3)
+    assert mixing.kept_change(base_model, base_model, ft_model) == 0.0
+    assert mixing.kept_change(base_model, ft_model, ft_model) == pytest.approx(1.0)
+    assert mixing.kept_change(base_model, base_model, base_model) == 0.0  # nothing changed
+    parts = [mixing.kept_change(base_model, _mix_modules(base_model, ft_model, kind, 1), ft_model) ** 2
+             for kind in ("attn", "ffn", "norm")]
+    assert all(0 < p < 1 for p in parts)
+    out = module_mix(tiny_model_path, ft_model, "ffn", 1, tmp_path / "m")
+    assert out == tmp_path / "m" and (out / "modules.json").is_file()
+    for kind, k, match in (("mlp", 1, "choose one of attn, ffn, norm"), ("attn", 2, "k=2: must be between 0 and 1")):
+        with pytest.raises(ConfigError, match=match):
+            _mix_modules(base_model, ft_model, kind, k)
+
+
+def test_module_mix_wins_when_forgetting_sits_in_the_upper_attention(tiny_model_path, toy_beir, tmp_path,
+                                                                     monkeypatch):
+    """Validation follows every fine-tuned weight; the check set only the upper layer's attention: the guard keeps
+    the fine-tuned model with the base's attention from layer 1 up, which keeps the upper feed-forward gain too."""
+    ft = _perturbed(tiny_model_path, tmp_path / "ft", scale=1.0)
+    base_sd, ft_sd = _state(tiny_model_path), _state(ft)
+    low = next(k for k in base_sd if k.endswith("word_embeddings.weight"))
+    attn = next(k for k in base_sd if ".layer.1." in k and k.endswith("query.weight"))
+    ffn = next(k for k in base_sd if ".layer.1." in k and k.endswith("intermediate.dense.weight"))
+
+    def share(model, key):
+        moved = model.state_dict()[key][0, :4] - base_sd[key][0, :4]
+        return float((moved / (ft_sd[key] - base_sd[key])[0, :4]).mean())
+
+    def fake_evaluate(model, dataset, batch_size):
+        if dataset.name == "toy":
+            return {"ndcg@10": 0.5 + 0.03 * (share(model, low) + share(model, attn) + share(model, ffn))}
+        return {"ndcg@10": 0.8 - 0.05 * share(model, attn)}
+
+    monkeypatch.setattr(guard_mod, "_evaluate", fake_evaluate)
+    general = load_checkset("en")
+    result = guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g", general=general)
+    # lower-layers=1 passes at 0.53, base-attn-from=1 at 0.56; base-ffn-from=1 keeps the upper attention and fails
+    assert result.decision == "interpolated" and result.module == "attn@1" and result.candidate == "base-attn-from=1"
+    assert result.alpha is None and result.layers is None and result.to_dict()["module"] == "attn@1"
+    assert result.to_dict()["val_chosen"] == pytest.approx(0.56) and result.score("lower-layers=1", "val") < 0.56
+    assert result.score("base-ffn-from=1", "general") < 0.8 - 0.005
+    assert "base model's attention weights in transformer layers 1 and up" in result.message
+    assert result.kept["base-attn-from=1"] > result.kept["lower-layers=1"] > 0.1
+    assert result.to_dict()["kept_chosen"] == result.kept["base-attn-from=1"]
+    assert f"it keeps {result.kept['base-attn-from=1']:.0%} of the fine-tuning change" in result.message
+    got = _state(result.model_dir)
+    assert got[attn].equal(base_sd[attn]) and got[ffn].equal(ft_sd[ffn]) and got[low].equal(ft_sd[low])
+    res = guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g2", GuardConfig(module_mixes=[]),
+                      general)
+    assert res.candidate == "lower-layers=1" and not any(k.startswith("base-") for k in res.scores)
+    res = guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g3", GuardConfig(min_val_gain=0.5),
+                      general)
+    assert res.decision == "base" and "the module mixes" in res.message
+
+    # validation slightly prefers the base's upper feed-forward weights (as noise can): the default still keeps the
+    # mix that keeps more of the change; prefer="validation" keeps the layer mix
+    def noisy_validation(model, dataset, batch_size):
+        if dataset.name == "toy":
+            return {"ndcg@10": 0.5 + 0.06 * share(model, low) - 0.01 * share(model, ffn)}
+        return fake_evaluate(model, dataset, batch_size)
+
+    monkeypatch.setattr(guard_mod, "_evaluate", noisy_validation)
+    res = guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g4", general=general)
+    assert res.candidate == "base-attn-from=1" and res.score("lower-layers=1", "val") > res.score(res.candidate, "val")
+    res = guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g5", GuardConfig(prefer="validation"),
+                      general)
+    assert res.candidate == "lower-layers=1"
 
 
 def test_sparse_mix_keeps_the_largest_changes_of_each_weight(tiny_model_path, tmp_path):
@@ -251,14 +365,16 @@ def test_layer_mix_wins_when_it_keeps_more_of_the_gain(tiny_model_path, toy_beir
     ft = _perturbed(tiny_model_path, tmp_path / "ft", scale=1.0)
     base_sd, ft_sd = _state(tiny_model_path), _state(ft)
     low = next(k for k in base_sd if k.endswith("word_embeddings.weight"))
-    high = next(k for k in base_sd if ".layer.1." in k and k.endswith("query.weight"))
+    # the whole upper layer forgets: its attention and its feed-forward block alike
+    highs = [next(k for k in base_sd if ".layer.1." in k and k.endswith(end))
+             for end in ("query.weight", "intermediate.dense.weight")]
 
     def share(model, key):
         moved = model.state_dict()[key][0, :4] - base_sd[key][0, :4]
         return float((moved / (ft_sd[key] - base_sd[key])[0, :4]).mean())
 
     def fake_evaluate(model, dataset, batch_size):
-        lo, hi = share(model, low), share(model, high)
+        lo, hi = share(model, low), sum(share(model, high) for high in highs) / 2
         return {"ndcg@10": 0.5 + 0.06 * lo + 0.04 * hi if dataset.name == "toy" else 0.8 - 0.05 * hi}
 
     monkeypatch.setattr(guard_mod, "_evaluate", fake_evaluate)
@@ -268,7 +384,8 @@ def test_layer_mix_wins_when_it_keeps_more_of_the_gain(tiny_model_path, toy_beir
     assert result.candidate == "lower-layers=1" and result.to_dict()["layers"] == 1
     assert "lowest 1 transformer layers" in result.message and result.to_dict()["val_chosen"] == pytest.approx(0.56)
     got = _state(result.model_dir)
-    assert got[low].equal(ft_sd[low]) and got[high].equal(base_sd[high])
+    assert got[low].equal(ft_sd[low]) and all(got[high].equal(base_sd[high]) for high in highs)
+    assert result.score("base-attn-from=1", "general") < 0.8 - 0.005  # half the upper layer still forgets
     # without layer mixes the best uniform mix is kept (alpha 0.1: the check set allows a tenth of the upper layer)
     res = guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g2", GuardConfig(layer_mixes=False),
                       general)
@@ -304,14 +421,14 @@ def test_layer_mixes_equal_to_the_fine_tuned_model_are_not_tried(tiny_model_path
     result = guard_model(tiny_model_path, str(tmp_path / "ft"), load_beir(toy_beir), tmp_path / "g",
                          general=load_checkset("en"))
     assert result.decision == "base" and "alpha=0.5" in result.scores
-    assert not any(k.startswith("lower-layers") for k in result.scores)  # lower-layers=1 is the fine-tuned model
+    assert not any(k.startswith(("lower-layers", "base-")) for k in result.scores)  # both = the fine-tuned model
     with torch.no_grad():
         next(p for name, p in ft_model.named_parameters() if ".layer.1." in name).add_(0.01)
     assert top_changed_depth(base_model, ft_model) == 2
     ft_model.save(str(tmp_path / "ft2"))
     result = guard_model(tiny_model_path, str(tmp_path / "ft2"), load_beir(toy_beir), tmp_path / "g2",
                          general=load_checkset("en"))
-    assert "lower-layers=1" in result.scores
+    assert "lower-layers=1" in result.scores and "base-attn-from=1" in result.scores
 
 def test_interpolation_endpoints_and_midpoint(tiny_model_path, tmp_path):
     import torch
@@ -347,7 +464,8 @@ def test_clearly_worse_model_is_refused(minilm, minilm_path, noisy_minilm, toy_b
                              general=general_small)
     assert result.decision == "base" and result.verdict == "fail" and result.alpha == 0.0
     assert result.score("base", "val") > result.score("fine-tuned", "val") + 0.2
-    assert set(result.scores) == {"base", "fine-tuned", "alpha=0.5", *(f"lower-layers={k}" for k in range(1, 6))}
+    assert set(result.scores) == {"base", "fine-tuned", "alpha=0.5", *(f"lower-layers={k}" for k in range(1, 6)),
+                                  *(f"base-{kind}-from={k}" for kind in ("attn", "ffn") for k in range(1, 6))}
     assert "kept the base model" in result.message and "forgetting guard" in caplog.text
     data = json.loads((tmp_path / "g" / "guard.json").read_text(encoding="utf-8"))
     assert data["decision"] == "base" and data["verdict"] == "fail" and data["message"] == result.message
@@ -401,7 +519,8 @@ def test_best_passing_mix_is_chosen(tiny_model_path, toy_beir, tmp_path, monkeyp
     result = guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g", general=general)
     assert result.decision == "interpolated" and result.alpha == 0.3 and result.verdict == "warn"
     # the tiny model has 2 layers: one layer mix, whose fine-tuned embeddings (t = 1 here) fail the check set
-    assert set(result.scores) == {"base", "fine-tuned", "lower-layers=1", *(f"alpha={a / 10:g}" for a in range(1, 10))}
+    assert set(result.scores) == {"base", "fine-tuned", "lower-layers=1", "base-attn-from=1", "base-ffn-from=1",
+                                  *(f"alpha={a / 10:g}" for a in range(1, 10))}
     assert "lost 5.0 points" in result.message and "0.3 of the fine-tuned weights" in result.message
     got = _state(result.model_dir)
     assert torch.allclose(got[key], 0.7 * base_sd[key] + 0.3 * ft_sd[key], atol=1e-6)

@@ -5,18 +5,26 @@ and on a small general-domain check set (:func:`ragtune.data.checkset.load_check
 
 1. the fine-tuned model is kept when it beats the base on validation by more than ``min_val_gain`` and loses at
    most ``max_general_drop`` on the check set;
-2. otherwise each weight mix ``alpha * finetuned + (1 - alpha) * base`` in ``alphas`` is scored the same way and the
-   one with the best validation score among those that pass both tests is kept ("interpolated"; a tie goes to the
-   larger share of fine-tuned weights). The default grid is a tenth apart: how much of the fine-tuned weights a
+2. otherwise each weight mix ``alpha * finetuned + (1 - alpha) * base`` in ``alphas`` is scored the same way, and
+   among those that pass both tests the one that keeps the most of the fine-tuning change is kept ("interpolated";
+   ``prefer="most_kept"``, the default: largest :func:`~ragtune.train.mixing.kept_change`, a tie going to the
+   better validation score; ``prefer="validation"``: the best validation score, a tie going to the larger change
+   kept). Validation is the test that the domain gained, not the ranking: on the validation splits ragtune can
+   build (a hundred queries), mixes that differ by several points on a full test set score within noise of each
+   other, while the test score rose with the share of the change kept (bench/RESULTS.md, "Module mixes"). The
+   default grid is a tenth apart: how much of the fine-tuned weights a
    domain can take before the check set suffers varies from run to run, and each mix costs only two small
    evaluations. With ``layer_mixes`` (the default) the same contest also holds *layer mixes*: the fine-tuned
    embeddings and lowest ``k`` transformer layers under the base model's upper layers, for ``k = 1 … L-1`` (those
    whose upper layers training left unchanged, e.g. with ``freeze_upper_layers``, are the fine-tuned model again
-   and are skipped). With ``sparse_mixes`` (off by default) it also holds *sparse mixes*: the base plus only the
+   and are skipped). With ``module_mixes`` (default ``["attn", "ffn"]``) it also holds *module mixes*: the whole
+   fine-tuned model with the base's attention (or feed-forward) weights in layers ``k`` and up, ``k = 1 … L-1``.
+   With ``sparse_mixes`` (off by default) it also holds *sparse mixes*: the base plus only the
    largest share of each weight's change (the rest reset to the base; :func:`ragtune.train.mixing.sparse_mix`).
    What a domain changes most is its vocabulary and phrasing, which the lower layers read; in the one model
    measured (bench/RESULTS.md) what the general check set lost sat mostly in the upper layers, and a layer mix
-   kept more of the domain gain than a uniform mix at the same cost on the check set. Sparse mixes are off by
+   kept more of the domain gain than a uniform mix at the same cost on the check set, and resetting only the
+   attention (or only the feed-forward) half of those upper layers kept more still. Sparse mixes are off by
    default because, on that model, keeping only the largest changes cost the check set nearly as much as the
    whole fine-tuned model (bench/RESULTS.md, "Sparse mixes");
 3. failing that, the base model is kept, and the report says so.
@@ -35,7 +43,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
@@ -48,13 +56,17 @@ from ragtune.train.mixing import (
     _load,
     _mix,
     _mix_lower_layers,
+    _mix_modules,
     _name,
     _save,
     _sparse_mix,
     count_layers,
     interpolate_weights,
+    kept_change,
     mix_lower_layers,
+    module_mix,
     sparse_mix,
+    sublayer_kind,
     top_changed_depth,
 )
 
@@ -78,6 +90,14 @@ class GuardConfig(_Config):
     layer_mixes: bool = Field(True, description="also try the fine-tuned embeddings and lowest k transformer layers "
                                                 "under the base's upper layers (k = 1 ... L-1) when the "
                                                 "fine-tuned model fails")
+    module_mixes: list[Literal["attn", "ffn"]] = Field(
+        default_factory=lambda: ["attn", "ffn"],
+        description="also try the fine-tuned model with the base's weights of these sub-layers (attn: attention, "
+                    "ffn: feed-forward) in layers k and up (k = 1 ... L-1) when the fine-tuned model fails "
+                    "([] = never)")
+    prefer: Literal["most_kept", "validation"] = Field(
+        "most_kept", description="which passing mix wins: the one keeping the most of the fine-tuning change "
+                                 "(most_kept) or the one with the best validation score (validation)")
     sparse_mixes: list[float] = Field(default_factory=list,
                                       description="also try sparse mixes when the fine-tuned model fails: the base "
                                                   "plus, in every weight, this share of the entries training changed "
@@ -120,17 +140,19 @@ class GuardResult:
     """What :func:`guard_model` decided, and every score it measured."""
 
     decision: str  # "fine-tuned" | "interpolated" | "base"
-    alpha: float | None  # share of fine-tuned weights in a uniform mix (1.0 fine-tuned, 0.0 base; None: a layer mix)
+    alpha: float | None  # share of fine-tuned weights in a uniform mix (1.0 fine-tuned, 0.0 base; None: another mix)
     model_dir: Path
     message: str
     metric: str
     check_set: str
     scores: dict[str, dict[str, dict[str, float]]]  # candidate -> "val" | "general" -> metric -> mean
+    kept: dict[str, float] = field(default_factory=dict)  # candidate -> share of the fine-tuning change it keeps
     config: dict[str, Any] = field(default_factory=dict)
     paths: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     layers: int | None = None  # a layer mix: how many of the lowest transformer layers are the fine-tuned ones
     keep: float | None = None  # a sparse mix: the share of each weight's largest changes kept
+    module: str | None = None  # a module mix: "attn@3" = the base's attention weights in layers 3 and up
 
     @property
     def candidate(self) -> str:
@@ -139,6 +161,8 @@ class GuardResult:
             return self.decision
         if self.keep is not None:
             return _sparse_name(self.keep)
+        if self.module is not None:
+            return _module_name(*_parse_module(self.module))
         return _layers_name(self.layers) if self.layers is not None else _candidate_name(self.alpha)
 
     @property
@@ -159,6 +183,7 @@ class GuardResult:
             "alpha": self.alpha,
             "layers": self.layers,
             "keep": self.keep,
+            "module": self.module,
             "metric": self.metric,
             "check_set": self.check_set,
             "val_base": self.score(BASE, "val"),
@@ -167,10 +192,12 @@ class GuardResult:
             "general_base": self.score(BASE, "general"),
             "general_fine_tuned": self.score(FINE_TUNED, "general"),
             "general_chosen": self.score(chosen, "general"),
+            "kept_chosen": self.kept.get(chosen),
             "min_val_gain": self.config.get("min_val_gain"),
             "max_general_drop": self.config.get("max_general_drop"),
             "seconds": round(self.seconds, 2),
             "scores": self.scores,
+            "kept": self.kept,
             "paths": self.paths,
             "config": self.config,
         }
@@ -186,6 +213,15 @@ def _layers_name(k: int | None) -> str:
 
 def _sparse_name(keep: float) -> str:
     return f"sparse={keep:g}"
+
+
+def _module_name(kind: str, k: int) -> str:
+    return f"base-{kind}-from={k}"
+
+
+def _parse_module(module: str) -> tuple[str, int]:
+    kind, _, k = module.partition("@")
+    return kind, int(k)
 
 
 # --- evaluation ------------------------------------------------------------------------------------------------
@@ -243,7 +279,7 @@ def _failure_reason(scores: dict, cfg: GuardConfig) -> str:
 
 
 def _message(decision: str, alpha: float | None, scores: dict, cfg: GuardConfig, layers: int | None = None,
-             keep: float | None = None) -> str:
+             keep: float | None = None, module: str | None = None, kept: float | None = None) -> str:
     m = cfg.metric
     bv, bg = scores[BASE]["val"][m], scores[BASE]["general"][m]
     if decision == FINE_TUNED:
@@ -255,18 +291,26 @@ def _message(decision: str, alpha: float | None, scores: dict, cfg: GuardConfig,
     if decision == INTERPOLATED:
         if keep is not None:
             c = scores[_sparse_name(keep)]
-            kept = f"a sparse mix: the base plus the largest {keep:.0%} of each weight's changes"
+            what_kept = f"a sparse mix: the base plus the largest {keep:.0%} of each weight's changes"
+        elif module is not None:
+            kind, k = _parse_module(module)
+            c = scores[_module_name(kind, k)]
+            what = {"attn": "attention", "ffn": "feed-forward"}[kind]
+            what_kept = f"the fine-tuned model with the base model's {what} weights in transformer layers {k} and up"
         elif layers is not None:
             c = scores[_layers_name(layers)]
-            kept = f"the fine-tuned embeddings and lowest {layers} transformer layers under the base model's upper layers"
+            what_kept = f"the fine-tuned embeddings and lowest {layers} transformer layers under the base model's upper layers"
         else:
             c = scores[_candidate_name(alpha)]
-            kept = f"a weight mix with {alpha:g} of the fine-tuned weights"
-        return (f"The fine-tuned model {why}, so ragtune kept {kept} ({m} {c['val'][m]:.3f} on validation vs "
-                f"{bv:.3f} for the base, {c['general'][m]:.3f} on the general check set vs {bg:.3f}).")
+            what_kept = f"a weight mix with {alpha:g} of the fine-tuned weights"
+        share = f"; it keeps {kept:.0%} of the fine-tuning change" if kept is not None else ""  # by weight distance
+        return (f"The fine-tuned model {why}, so ragtune kept {what_kept} ({m} {c['val'][m]:.3f} on validation vs "
+                f"{bv:.3f} for the base, {c['general'][m]:.3f} on the general check set vs {bg:.3f}{share}).")
     tried = [f"alpha {', '.join(f'{a:g}' for a in cfg.alphas)}"] if cfg.alphas else []
     if any(name.startswith("lower-layers=") for name in scores):
         tried.append("the layer mixes")
+    if any(name.startswith("base-") for name in scores):
+        tried.append("the module mixes")
     if any(name.startswith("sparse=") for name in scores):
         tried.append("the sparse mixes")
     tried_text = f" and no weight mix ({'; '.join(tried)}) passed both tests" if tried else ""
@@ -304,6 +348,7 @@ def guard_model(
     base_model, ft_model = _load(base), _load(finetuned)
     # each candidate encodes the validation and check-set corpora once; the base is scored once for all of them
     scores: dict[str, dict[str, dict[str, float]]] = {}
+    kept = {BASE: 0.0, FINE_TUNED: 1.0}
 
     def measure(name: str, model) -> tuple[float, float]:
         scores[name] = {"val": _evaluate(model, val, cfg.batch_size),
@@ -314,38 +359,44 @@ def guard_model(
 
     base_val, base_gen = measure(BASE, base_model)
     ft_val, ft_gen = measure(FINE_TUNED, ft_model)
-    decision, alpha, layers, keep, chosen = BASE, 0.0, None, None, base_model
+    decision, alpha, layers, keep, module, chosen, chosen_name = BASE, 0.0, None, None, None, base_model, BASE
     if _passes(ft_val, ft_gen, base_val, base_gen, cfg):
-        decision, alpha, chosen = FINE_TUNED, 1.0, ft_model
+        decision, alpha, chosen, chosen_name = FINE_TUNED, 1.0, ft_model, FINE_TUNED
     else:
-        # the best validation score among the mixes that pass wins, a tie going to the larger share of fine-tuned
-        # weights; each candidate: (name, how to build it, share, (alpha, layers, keep))
-        n_layers = count_layers(ft_model) if cfg.layer_mixes else 0
+        # among the mixes that pass, the most of the change kept wins (or the best validation score, by
+        # cfg.prefer), the other breaking ties; each candidate: (name, how to build it, (alpha, layers, keep,
+        # module))
+        n_layers = count_layers(ft_model) if cfg.layer_mixes or cfg.module_mixes else 0
         # mixes of k >= the top changed depth equal the fine-tuned model (e.g. trained with frozen upper layers)
         top = min(n_layers, top_changed_depth(base_model, ft_model)) if n_layers else 0
-        candidates = [(_candidate_name(a), lambda a=a: _mix(base_model, ft_model, a, names), a, (a, None, None))
+        kinds = [kind for kind in cfg.module_mixes if kind in {sublayer_kind(key) for key in ft_model.state_dict()}]
+        candidates = [(_candidate_name(a), lambda a=a: _mix(base_model, ft_model, a, names), (a, None, None, None))
                       for a in cfg.alphas]
-        candidates += [(_layers_name(k), lambda k=k: _mix_lower_layers(base_model, ft_model, k, names), k / n_layers,
-                        (None, k, None)) for k in range(1, top)]
-        candidates += [(_sparse_name(x), lambda x=x: _sparse_mix(base_model, ft_model, x, names), x, (None, None, x))
-                       for x in cfg.sparse_mixes]
+        candidates += [(_layers_name(k), lambda k=k: _mix_lower_layers(base_model, ft_model, k, names),
+                        (None, k, None, None)) for k in range(1, top if cfg.layer_mixes else 1)]
+        candidates += [(_module_name(kind, k), lambda kind=kind, k=k: _mix_modules(base_model, ft_model, kind, k, names),
+                        (None, None, None, f"{kind}@{k}")) for kind in kinds for k in range(1, top)]
+        candidates += [(_sparse_name(x), lambda x=x: _sparse_mix(base_model, ft_model, x, names),
+                        (None, None, x, None)) for x in cfg.sparse_mixes]
         best: tuple[float, float] | None = None
-        for name, build, share, which in candidates:
+        for name, build, which in candidates:
             mixed = build()
             v, g = measure(name, mixed)
-            if _passes(v, g, base_val, base_gen, cfg) and (best is None or (v, share) > best):
-                best, decision, chosen = (v, share), INTERPOLATED, mixed
-                alpha, layers, keep = which
+            kept[name] = kept_change(base_model, mixed, ft_model)
+            rank = (kept[name], v) if cfg.prefer == "most_kept" else (v, kept[name])
+            if _passes(v, g, base_val, base_gen, cfg) and (best is None or rank > best):
+                best, decision, chosen, chosen_name = rank, INTERPOLATED, mixed, name
+                alpha, layers, keep, module = which
     _save(chosen, output_dir / "model")
-    message = _message(decision, alpha, scores, cfg, layers, keep)
+    message = _message(decision, alpha, scores, cfg, layers, keep, module, kept[chosen_name])
     result = GuardResult(decision=decision, alpha=alpha, model_dir=output_dir / "model", message=message,
-                         metric=cfg.metric, check_set=general_name, scores=scores,
+                         metric=cfg.metric, check_set=general_name, scores=scores, kept=kept,
                          config=cfg.model_dump(mode="json"), paths=paths, seconds=time.perf_counter() - start,
-                         layers=layers, keep=keep)
+                         layers=layers, keep=keep, module=module)
     atomic_write_json(output_dir / "guard.json", result.to_dict())
     (logger.info if decision == FINE_TUNED else logger.warning)("forgetting guard: %s", message)
     return result
 
 
 __all__ = ["GuardConfig", "GuardResult", "count_layers", "general_check_set", "guard_model", "interpolate_weights",
-           "load_checkset", "mix_lower_layers", "sparse_mix"]
+           "load_checkset", "mix_lower_layers", "module_mix", "sparse_mix"]

@@ -6,6 +6,8 @@
   ``layers.N.`` ...);
 - :func:`sparse_mix`: the base plus only the largest share of each weight's change (the "trim" step of
   TIES-merging, Yadav et al. 2023), the rest of the change reset to the base;
+- :func:`module_mix`: the fine-tuned model with the base's weights of one kind of sub-layer (attention or
+  feed-forward, :data:`SUBLAYER_KINDS`) in the layers from ``k`` up;
 - :func:`take_weights`: any per-key choice between the two.
 
 Both models must share one architecture (a :class:`~ragtune.errors.ConfigError` says what differs otherwise); the
@@ -149,6 +151,43 @@ def take_weights(base_model, ft_model, from_finetuned: Callable[[str], bool],
     return model
 
 
+# what each kind of sub-layer is called in BERT-style (``attention.self.query``, ``intermediate.dense``,
+# ``output.dense``), GPT/Llama-style (``self_attn``, ``mlp``) and other common encoders (``attn``, ``ffn``,
+# ``fc1``/``fc2``); a layer's norms are their own kind, so that an attention or feed-forward mix leaves them alone
+_NORM = re.compile(r"norm|\.ln_?\d*\.", re.IGNORECASE)
+_ATTENTION = re.compile(r"\.(attention|self_attn|attn|self_attention)\.")
+_FEED_FORWARD = re.compile(r"\.(intermediate|output\.dense|mlp|ffn|feed_forward|fc1|fc2)\.")
+SUBLAYER_KINDS = ("attn", "ffn", "norm")
+
+
+def sublayer_kind(key: str) -> str | None:
+    """``"attn"``, ``"ffn"`` or ``"norm"`` for a weight inside a transformer layer's attention block, feed-forward
+    block or layer norms; None outside the layers (embeddings, heads) or for a name not recognised."""
+    if layer_of(key) is None:
+        return None
+    if _NORM.search(key):
+        return "norm"
+    if _ATTENTION.search(key):
+        return "attn"
+    return "ffn" if _FEED_FORWARD.search(key) else None
+
+
+def _mix_modules(base_model, ft_model, kind: str, k: int, names: tuple[str, str] = ("base", "finetuned")):
+    """A new SentenceTransformer: the fine-tuned model with the base's ``kind`` weights (:data:`SUBLAYER_KINDS`)
+    in transformer layers ``k`` and up."""
+    if kind not in SUBLAYER_KINDS:
+        raise ConfigError(f"sub-layer kind {kind!r}: choose one of {', '.join(SUBLAYER_KINDS)}")
+    n = count_layers(ft_model)
+    if not 0 <= k < n:
+        raise ConfigError(f"module mix from layer k={k}: must be between 0 and {n - 1} (the model has {n} layers)")
+    found = {sublayer_kind(key) for key in ft_model.state_dict()}
+    if kind not in found:
+        raise ConfigError(f"module mix {kind!r}: no weight of the model is recognised as {kind!r} (its names do not "
+                          "follow the BERT or Llama naming); use the layer mixes instead")
+    return take_weights(base_model, ft_model,
+                        lambda key: sublayer_kind(key) != kind or layer_of(key) < k, names)
+
+
 def _sparse_mix(base_model, ft_model, keep: float, names: tuple[str, str] = ("base", "finetuned")):
     """A new SentenceTransformer with, in every float weight, the ``keep`` share of entries that training changed
     most (by absolute change) from the fine-tuned model and all other entries from the base."""
@@ -166,6 +205,21 @@ def _sparse_mix(base_model, ft_model, keep: float, names: tuple[str, str] = ("ba
         return torch.where(change >= threshold, f, b).clone()
 
     return _per_weight(base_model, ft_model, trim, names)
+
+
+def kept_change(base_model, mixed_model, ft_model) -> float:
+    """How much of the fine-tuning change a mix keeps: ``||mixed - base|| / ||finetuned - base||`` over every float
+    weight (1.0 for the fine-tuned model, ``alpha`` for a uniform mix, 0.0 for the base; 0.0 when nothing changed)."""
+    import torch
+
+    base_sd, mixed_sd, ft_sd = base_model.state_dict(), mixed_model.state_dict(), ft_model.state_dict()
+    kept = moved = 0.0
+    for key, f in ft_sd.items():
+        if torch.is_floating_point(f):
+            b = base_sd[key].to(f.device).float()
+            kept += float(((mixed_sd[key].to(f.device).float() - b) ** 2).sum())
+            moved += float(((f.float() - b) ** 2).sum())
+    return (kept / moved) ** 0.5 if moved else 0.0
 
 
 def _save(model, output_dir: Path) -> Path:
@@ -202,5 +256,13 @@ def sparse_mix(base: Any, finetuned: Any, keep: float, output_dir: str | Path) -
     return _save(_sparse_mix(base_model, ft_model, float(keep), (_name(base), _name(finetuned))), Path(output_dir))
 
 
-__all__ = ["count_layers", "interpolate_weights", "layer_depths", "layer_of", "mix_lower_layers", "sparse_mix",
-           "take_weights", "top_changed_depth"]
+def module_mix(base: Any, finetuned: Any, kind: str, k: int, output_dir: str | Path) -> Path:
+    """Write the fine-tuned model with the base's ``kind`` weights (``"attn"``: query, key, value and attention
+    output; ``"ffn"``: the feed-forward pair; ``"norm"``: the layer norms) in transformer layers ``k`` and up, as a sentence-transformers dir;
+    arguments as for :func:`interpolate_weights`."""
+    base_model, ft_model = _load(base, "cpu"), _load(finetuned, "cpu")
+    return _save(_mix_modules(base_model, ft_model, kind, int(k), (_name(base), _name(finetuned))), Path(output_dir))
+
+
+__all__ = ["SUBLAYER_KINDS", "count_layers", "interpolate_weights", "kept_change", "layer_depths", "layer_of",
+           "mix_lower_layers", "module_mix", "sparse_mix", "sublayer_kind", "take_weights", "top_changed_depth"]
