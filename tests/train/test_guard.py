@@ -32,6 +32,24 @@ def _state(path):
     return SentenceTransformer(str(path), device="cpu").state_dict()
 
 
+def _moved_share(model, key: str, base_sd: dict, ft_sd: dict) -> float:
+    """Where ``model`` sits between base (0) and fine-tuned (1) on a few entries of weight ``key``."""
+    moved = model.state_dict()[key][0, :4] - base_sd[key][0, :4]
+    return float((moved / (ft_sd[key] - base_sd[key])[0, :4]).mean())
+
+
+def _nudged(path: str):
+    """The loaded model at ``path`` and a copy in which every weight moved a little (norms and biases too)."""
+    import torch
+
+    base_model = mixing._load(path, "cpu")
+    ft_model = copy.deepcopy(base_model)
+    with torch.no_grad():
+        for p in ft_model.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    return base_model, ft_model
+
+
 def _perturbed(src: str, dst: Path, scale: float, seed: int = 0) -> str:
     """A copy of ``src`` with Gaussian noise (``scale`` x each tensor's std) added to every float weight."""
     import torch
@@ -152,11 +170,7 @@ def test_lower_layer_mix_takes_fine_tuned_weights_below_k(tiny_model_path, tmp_p
 
     from ragtune.train.mixing import _mix_lower_layers, count_layers
 
-    base_model = mixing._load(tiny_model_path, "cpu")
-    ft_model = copy.deepcopy(base_model)
-    with torch.no_grad():
-        for p in ft_model.parameters():  # every weight moves, constant ones (norms, biases) too
-            p.add_(torch.randn_like(p) * 0.01)
+    base_model, ft_model = _nudged(tiny_model_path)
     assert count_layers(base_model) == 2
     base_sd, ft_sd = base_model.state_dict(), ft_model.state_dict()
     got = _mix_lower_layers(base_model, ft_model, 1).state_dict()
@@ -198,11 +212,7 @@ def test_module_mix_takes_base_weights_of_one_kind_from_layer_k(tiny_model_path,
 
     from ragtune.train.mixing import _mix_modules, module_mix
 
-    base_model = mixing._load(tiny_model_path, "cpu")
-    ft_model = copy.deepcopy(base_model)
-    with torch.no_grad():
-        for p in ft_model.parameters():
-            p.add_(torch.randn_like(p) * 0.01)
+    base_model, ft_model = _nudged(tiny_model_path)
     base_sd, ft_sd = base_model.state_dict(), ft_model.state_dict()
     for kind, k in (("attn", 1), ("ffn", 1), ("attn", 0)):
         got = _mix_modules(base_model, ft_model, kind, k).state_dict()
@@ -239,8 +249,7 @@ def test_module_mix_wins_when_forgetting_sits_in_the_upper_attention(tiny_model_
     ffn = next(k for k in base_sd if ".layer.1." in k and k.endswith("intermediate.dense.weight"))
 
     def share(model, key):
-        moved = model.state_dict()[key][0, :4] - base_sd[key][0, :4]
-        return float((moved / (ft_sd[key] - base_sd[key])[0, :4]).mean())
+        return _moved_share(model, key, base_sd, ft_sd)
 
     def fake_evaluate(model, dataset, batch_size):
         if dataset.name == "toy":
@@ -288,11 +297,7 @@ def test_sparse_mix_keeps_the_largest_changes_of_each_weight(tiny_model_path, tm
 
     from ragtune.train.mixing import _sparse_mix, sparse_mix
 
-    base_model = mixing._load(tiny_model_path, "cpu")
-    ft_model = copy.deepcopy(base_model)
-    with torch.no_grad():
-        for p in ft_model.parameters():
-            p.add_(torch.randn_like(p) * 0.01)
+    base_model, ft_model = _nudged(tiny_model_path)
     base_sd, ft_sd = base_model.state_dict(), ft_model.state_dict()
     got = _sparse_mix(base_model, ft_model, 0.2).state_dict()
     assert got.keys() == ft_sd.keys()
@@ -370,8 +375,7 @@ def test_layer_mix_wins_when_it_keeps_more_of_the_gain(tiny_model_path, toy_beir
              for end in ("query.weight", "intermediate.dense.weight")]
 
     def share(model, key):
-        moved = model.state_dict()[key][0, :4] - base_sd[key][0, :4]
-        return float((moved / (ft_sd[key] - base_sd[key])[0, :4]).mean())
+        return _moved_share(model, key, base_sd, ft_sd)
 
     def fake_evaluate(model, dataset, batch_size):
         lo, hi = share(model, low), sum(share(model, high) for high in highs) / 2
