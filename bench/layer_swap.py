@@ -11,7 +11,8 @@ the layers above them (with the heads) at share ``beta`` of the fine-tuned weigh
 
 ``--modules ffn@3,attn@0,ffn+norm@3`` adds module swaps: the fine-tuned model with the base's weights of one kind
 of sub-layer (``attn``: query, key, value and the attention output projection; ``ffn``: the feed-forward pair;
-``norm``: the layer norms; join kinds with ``+``) in every layer from ``K`` up.
+``norm``: the layer norms; join kinds with ``+``) in every layer from ``K`` up. ``attn@3:0.5`` puts those weights
+only half-way back: ``0.5 * ft + 0.5 * base`` (the share after the colon is the fine-tuned one, as in ``--graded``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ragtune.train.mixing import (
     SUBLAYER_KINDS,
     _mix,
     count_layers,
+    kept_change,
     layer_depths,
     layer_of,
     sublayer_kind,
@@ -42,20 +44,28 @@ def graded_mix(base, ft, k: int, beta: float):
     return take_weights(_mix(base, ft, beta), ft, lambda key: depths[key] <= k)
 
 
-def parse_module_swap(spec: str) -> tuple[tuple[str, ...], int]:
-    """``"ffn+norm@3"`` -> ``(("ffn", "norm"), 3)``; raises ValueError naming the spec when it is malformed."""
-    kinds, _, k = spec.partition("@")
+def _share(text: str) -> bool:
+    return text.replace(".", "", 1).isdigit() and 0 <= float(text) <= 1
+
+
+def parse_module_swap(spec: str) -> tuple[tuple[str, ...], int, float]:
+    """``"ffn+norm@3"`` -> ``(("ffn", "norm"), 3, 0.0)``, ``"attn@3:0.5"`` -> ``(("attn",), 3, 0.5)``; raises
+    ValueError naming the spec when it is malformed."""
+    kinds, _, rest = spec.partition("@")
+    k, _, beta = rest.partition(":")
     names = tuple(kinds.split("+"))
-    if not set(names) <= set(SUBLAYER_KINDS) or not k.isdigit():
-        raise ValueError(f"--modules {spec!r}: each swap is KIND[+KIND]@K with KIND one of {', '.join(SUBLAYER_KINDS)} "
-                         "and K a layer number, e.g. ffn@3")
-    return names, int(k)
+    if not set(names) <= set(SUBLAYER_KINDS) or not k.isdigit() or (beta and not _share(beta)):
+        raise ValueError(f"--modules {spec!r}: each swap is KIND[+KIND]@K[:BETA] with KIND one of "
+                         f"{', '.join(SUBLAYER_KINDS)}, K a layer number and BETA a share in [0, 1], e.g. ffn@3")
+    return names, int(k), float(beta or 0.0)
 
 
-def module_swap(base, ft, kinds: tuple[str, ...], k: int):
+def module_swap(base, ft, kinds: tuple[str, ...], k: int, beta: float = 0.0):
     """The fine-tuned model with the base's weights of the given sub-layer kinds in layers ``k`` and up (one kind:
-    the guard's module mix, :func:`ragtune.train.mixing.module_mix`)."""
-    return take_weights(base, ft, lambda key: sublayer_kind(key) not in kinds or layer_of(key) < k)
+    the guard's module mix, :func:`ragtune.train.mixing.module_mix`); with ``beta`` those weights are
+    ``beta * ft + (1 - beta) * base`` instead."""
+    source = _mix(base, ft, beta) if beta else base
+    return take_weights(source, ft, lambda key: sublayer_kind(key) not in kinds or layer_of(key) < k)
 
 
 def main() -> None:
@@ -70,7 +80,7 @@ def main() -> None:
     graded = []
     for spec in filter(None, args.graded.split(",")):
         k, _, beta = spec.partition(":")
-        if not (k.isdigit() and beta.replace(".", "", 1).isdigit() and 0 <= float(beta) <= 1):
+        if not (k.isdigit() and _share(beta)):
             ap.error(f"--graded {spec!r}: each mix is K:BETA, a layer count and a share in [0, 1], e.g. 3:0.2")
         graded.append((int(k), float(beta)))
     try:
@@ -100,23 +110,26 @@ def main() -> None:
     for k, beta in graded:
         builds[f"fine-tuned embeddings + layers <{k}, {beta:.0%} above"] = \
             lambda k=k, beta=beta: graded_mix(base, ft, k, beta)
-    for kinds, k in swaps:
-        builds[f"fine-tuned, base {'+'.join(kinds)} in layers {k}+"] = \
-            lambda kinds=kinds, k=k: module_swap(base, ft, kinds, k)
+    for kinds, k, beta in swaps:
+        share = f" at {1 - beta:.0%}" if beta else ""
+        builds[f"fine-tuned, base {'+'.join(kinds)} in layers {k}+{share}"] = \
+            lambda kinds=kinds, k=k, beta=beta: module_swap(base, ft, kinds, k, beta)
+    kept = {"base": 0.0, "fine-tuned": 1.0}
     for i, (name, build) in enumerate(builds.items()):
         path = Path(args.out) / f"swap-{i}"
-        build().save(str(path))
-        specs[name] = f"dense:{path}"
+        model = build()
+        model.save(str(path))
+        specs[name], kept[name] = f"dense:{path}", kept_change(base, model, ft)
     sets = {"check set": load_checkset("en"), **({"test": load_beir(args.data)} if args.data else {})}
     means = {s: evaluate_systems(ds, specs, EvalConfig(bootstrap=0)).to_dict()["systems"] for s, ds in sets.items()}
-    print("| weights | " + " | ".join(f"{s} nDCG@10 (Δ pt)" for s in sets) + " |")
-    print("|---|" + "---|" * len(sets))
+    print("| weights | change kept | " + " | ".join(f"{s} nDCG@10 (Δ pt)" for s in sets) + " |")
+    print("|---|---|" + "---|" * len(sets))
     for name in specs:
         cells = []
         for s in sets:
             v, b = means[s][name]["means"]["ndcg@10"], means[s]["base"]["means"]["ndcg@10"]
             cells.append(f"{v:.4f} ({100 * (v - b):+.2f})")
-        print(f"| {name} | " + " | ".join(cells) + " |")
+        print(f"| {name} | {kept[name]:.2f} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
