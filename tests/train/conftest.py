@@ -11,9 +11,9 @@ import pytest
 def interrupted_after(monkeypatch):
     """``with interrupted_after(3): train_embedding(...)`` stops the run with KeyboardInterrupt (as if the user
     pressed Ctrl-C) once step 3 is done, and expects it to; training is normal again after the block."""
-    from ragtune.train import embedding as emb
+    from ragtune.train.progress import TrainProgress
 
-    original = emb._Progress.on_step_end
+    original = TrainProgress.on_step_end
 
     @contextlib.contextmanager
     def interrupt(step: int):
@@ -22,11 +22,11 @@ def interrupted_after(monkeypatch):
             if state.global_step == step:
                 raise KeyboardInterrupt
 
-        monkeypatch.setattr(emb._Progress, "on_step_end", crash)
+        monkeypatch.setattr(TrainProgress, "on_step_end", crash)
         try:
             with pytest.raises(KeyboardInterrupt):
                 yield
         finally:
-            monkeypatch.setattr(emb._Progress, "on_step_end", original)
+            monkeypatch.setattr(TrainProgress, "on_step_end", original)
 
     return interrupt

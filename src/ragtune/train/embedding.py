@@ -27,15 +27,12 @@ import logging
 import math
 import os
 import shutil
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
-
-from transformers import TrainerCallback
 
 from ragtune._io import atomic_dir, atomic_write_json, text_sha1
 from ragtune.config import EmbeddingTrainConfig
@@ -44,7 +41,6 @@ from ragtune.errors import ConfigError, DataFormatError
 from ragtune.train.checkpoints import FINGERPRINT_FILE, latest_checkpoint, split_history
 from ragtune.train.distributed import (  # DDP: rank-0-only side effects
     SyncSamplerEpoch,
-    any_process,
     barrier,
     init_process_group,
     is_main_process,
@@ -54,6 +50,7 @@ from ragtune.train.layers import freeze_upper_layers, layer_learning_rates
 from ragtune.train.lora import add_lora, lora_trainer_class, save_plain
 from ragtune.train.losses import DISTIL, LOSSES, build_loss, loss_name
 from ragtune.train.pairs import Pair, build_pairs, load_pairs, passage_text, training_pairs
+from ragtune.train.progress import TrainProgress
 from ragtune.train.sampler import NoSharedPositiveBatchSampler
 from ragtune.train.validation import BestKeeper, trainer_evaluator
 from ragtune.workspace import config_key
@@ -87,50 +84,6 @@ class TrainResult:
         d = asdict(self)
         d["model_dir"], d["log_path"] = str(self.model_dir), str(self.log_path)
         return d
-
-
-class _Progress(TrainerCallback):
-    """A stderr progress bar that follows ragtune's log level; checkpoints every ``save_steps`` steps or
-    ``save_every_s`` seconds (never at the last step: the final model is saved separately); a last evaluation
-    at the final step."""
-
-    def __init__(self, save_steps: int | None, save_every_s: float | None, show: bool, eval_at_end: bool) -> None:
-        self.save_steps, self.save_every_s, self.show = save_steps, save_every_s, show
-        self.eval_at_end = eval_at_end
-        self.bar: Any = None
-        self.last_save = time.monotonic()
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        from tqdm.auto import tqdm
-
-        self.last_save = time.monotonic()
-        self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="fine-tuning", unit="step",
-                        file=sys.stderr, disable=not self.show, dynamic_ncols=True)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.bar is not None:
-            self.bar.update(state.global_step - self.bar.n)
-        if state.global_step >= state.max_steps:
-            control.should_evaluate = control.should_evaluate or self.eval_at_end
-            return
-        due_steps = self.save_steps is not None and state.global_step % self.save_steps == 0
-        due_time = self.save_every_s is not None and any_process(  # DDP: every rank must save at the same step
-            time.monotonic() - self.last_save >= self.save_every_s)
-        if due_steps or due_time:
-            control.should_save = True
-
-    def on_save(self, args, state, control, **kwargs):
-        self.last_save = time.monotonic()
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        logs = logs or {}
-        if "loss" in logs and self.bar is not None:
-            self.bar.set_postfix(loss=f"{logs['loss']:.4f}")
-        logger.debug("step %d: %s", state.global_step, logs)
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self.bar is not None:
-            self.bar.close()
 
 
 @contextlib.contextmanager
@@ -368,7 +321,8 @@ def train_embedding(train: Any, config: EmbeddingTrainConfig | None = None, outp
     trainer = (lora_trainer_class() if config.lora_rank is not None else SentenceTransformerTrainer)(
         model=model, args=args, train_dataset=dataset, loss=loss,
         evaluator=trainer_evaluator(val, monitor, max(batch_size, 128)) if evaluating else None,  # batch: encoding only
-        callbacks=[_Progress(save_steps, save_every_s, show, eval_at_end=evaluating), SyncSamplerEpoch(),
+        callbacks=[TrainProgress("fine-tuning", show=show, save_steps=save_steps, save_every_s=save_every_s,
+                                 eval_at_end=evaluating), SyncSamplerEpoch(),
                    *([keeper] if keeper is not None else [])])
     for cb in (PrinterCallback, ProgressCallback):  # both print the raw log dicts to stdout
         trainer.remove_callback(cb)

@@ -48,7 +48,6 @@ import logging
 import math
 import random
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -307,58 +306,6 @@ def _optimizer(model: Any, config: RerankerTrainConfig, fresh_head: bool):
     return torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=0.0)
 
 
-def _progress_callback(show: bool, save_every_s: float | None, max_seconds: float | None = None,
-                       validate: bool = False):
-    from transformers import TrainerCallback
-
-    class Progress(TrainerCallback):
-        """One tqdm bar on stderr (following the log level) with the running loss and the last validation score;
-        with ``save_every_s``, asks for a checkpoint that often (the trainer's own saving is then off); with
-        ``max_seconds``, stops training once that much time has passed (validating the last weights first, so
-        the best-model choice sees them)."""
-
-        bar: Any = None
-        last_save = time.monotonic()
-        started = time.monotonic()
-        stopped_at: int | None = None
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="training reranker",
-                            unit="step", file=sys.stderr, disable=not show, dynamic_ncols=True)
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if self.bar is not None:
-                self.bar.update(state.global_step - self.bar.n)
-            if max_seconds and state.global_step < state.max_steps and \
-                    time.monotonic() - self.started >= max_seconds:
-                self.stopped_at = state.global_step
-                control.should_training_stop = True
-                control.should_evaluate = control.should_save = validate
-                logger.warning("reranker: time budget of %.0f s reached at step %d of %d; training stops here",
-                               max_seconds, state.global_step, state.max_steps)
-            if save_every_s and state.global_step < state.max_steps and \
-                    time.monotonic() - self.last_save >= save_every_s:
-                control.should_save = True
-
-        def on_save(self, args, state, control, **kwargs):
-            self.last_save = time.monotonic()
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            logs = logs or {}
-            if self.bar is not None and ("loss" in logs or _METRIC in logs):
-                post = {"loss": f"{logs['loss']:.4f}"} if "loss" in logs else {"val_ndcg@10": f"{logs[_METRIC]:.4f}"}
-                self.bar.set_postfix(**post)
-            logger.debug("step %d: %s", state.global_step, logs)
-
-        def on_train_end(self, args, state, control, **kwargs):
-            if self.bar is not None:
-                self.bar.close()
-
-    return Progress()
-
-
 def _lce_loss(model: Any) -> Any:
     """Localized contrastive estimation (Gao, Dai & Callan, ECIR 2021): per query, the softmax cross-entropy of its
     positive(s) against its hard negatives, i.e. ListNet with a one-hot target.
@@ -391,6 +338,7 @@ def train_reranker(train: BeirDataset, config: RerankerTrainConfig | None = None
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from ragtune._io import atomic_dir, atomic_write_json, text_sha1
+    from ragtune.train.progress import TrainProgress
     from ragtune.workspace import config_key
 
     config = config or RerankerTrainConfig()
@@ -447,8 +395,9 @@ def train_reranker(train: BeirDataset, config: RerankerTrainConfig | None = None
         load_best_model_at_end=evaluator is not None, metric_for_best_model=_METRIC if evaluator else None,
         greater_is_better=True if evaluator else None, report_to="none", disable_tqdm=True, use_cpu=not cuda,
         bf16=bf16, fp16=cuda and not bf16, dataloader_drop_last=False)
-    progress = _progress_callback(show, None if evaluator is not None else config.checkpoint_every_s,
-                                  config.max_seconds, evaluator is not None)
+    progress = TrainProgress("training reranker", show=show, metric=_METRIC, max_seconds=config.max_seconds,
+                             validate_on_stop=evaluator is not None,
+                             save_every_s=None if evaluator is not None else config.checkpoint_every_s)
     callbacks: list[Any] = [progress]
     if evaluator is not None and config.patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.patience))
