@@ -108,6 +108,9 @@ class EmbeddingTrainConfig(_Config):
     mini_batch_size: int = Field(32, ge=1, description="cached-mnrl: examples per forward pass")
     freeze_upper_layers: int = Field(0, ge=0, description="leave the top N transformer layers (and the heads above "
                                                           "them) as the base has them; forgetting sits mostly there")
+    freeze_modules: list[str] = Field(default_factory=list, description="KIND@K specs (KIND attn, ffn or norm): "
+                                      "that sub-layer of every transformer layer from K up keeps the base's weights, "
+                                      "e.g. ['attn@3']")
     layer_lr_decay: float = Field(1.0, gt=0, le=1, description="layer i from the bottom trains at learning_rate x "
                                                               "this^(i+1), the embeddings at learning_rate (1 = "
                                                               "one rate for all)")
@@ -148,6 +151,15 @@ class EmbeddingTrainConfig(_Config):
         if not value or any(d < 1 for d in value) or len(set(value)) != len(value):
             raise ValueError("matryoshka_dims must be distinct positive sizes, e.g. [384, 256, 128, 64]")
         return sorted(value, reverse=True)
+
+    @field_validator("freeze_modules")
+    @classmethod
+    def _module_specs(cls, value: list[str]) -> list[str]:
+        from ragtune.train.layers import parse_module_spec
+
+        for spec in value:
+            parse_module_spec(spec)
+        return value
 
     @model_validator(mode="after")
     def _recipe(self) -> EmbeddingTrainConfig:

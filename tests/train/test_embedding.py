@@ -173,6 +173,31 @@ def test_frozen_upper_layers_stay_as_the_base_has_them(tiny_model_path, trained,
     assert full[2] > 0  # without freezing, the same run moves layer 1
 
 
+def test_frozen_modules_keep_one_sub_layer_kind_as_the_base_has_it(tiny_model_path, tmp_path):
+    from pydantic import ValidationError
+    from sentence_transformers import SentenceTransformer
+
+    from ragtune.train.mixing import layer_of, sublayer_kind
+
+    model = SentenceTransformer(tiny_model_path, device="cpu")
+    assert layers.freeze_modules(model, ["attn@1"]) > 0
+    for name, param in model.named_parameters():
+        assert param.requires_grad is not (sublayer_kind(name) == "attn" and layer_of(name) >= 1), name
+    with pytest.raises(ConfigError, match="'ffn@2'.*between 0 and 1"):
+        layers.freeze_modules(model, ["ffn@2"])
+    with pytest.raises(ValidationError, match="'attention@1'.*KIND@K"):
+        EmbeddingTrainConfig(base=tiny_model_path, freeze_modules=["attention@1"])
+    result = train_embedding(_train_data(), _config(tiny_model_path, freeze_modules=["attn@1"]), tmp_path / "fm",
+                             save_every_s=None)
+    before = dict(SentenceTransformer(tiny_model_path, device="cpu").named_parameters())
+    after = dict(SentenceTransformer(str(result.model_dir), device="cpu").named_parameters())
+    moved = {name for name, p in before.items() if not bool((p == after[name]).all())}
+    assert not any(sublayer_kind(n) == "attn" and layer_of(n) == 1 for n in moved)
+    assert any(sublayer_kind(n) == "ffn" and layer_of(n) == 1 for n in moved)  # the rest of layer 1 trains
+    assert any(sublayer_kind(n) == "attn" and layer_of(n) == 0 for n in moved)
+    assert json.loads(result.log_path.read_text())["config"]["freeze_modules"] == ["attn@1"]
+
+
 def test_layer_lr_decay_moves_upper_layers_less(tiny_model_path, trained, tmp_path):
     result = train_embedding(_train_data(), _config(tiny_model_path, layer_lr_decay=0.05), tmp_path / "decay",
                              save_every_s=None)

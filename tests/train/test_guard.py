@@ -434,6 +434,24 @@ def test_layer_mixes_equal_to_the_fine_tuned_model_are_not_tried(tiny_model_path
                          general=load_checkset("en"))
     assert "lower-layers=1" in result.scores and "base-attn-from=1" in result.scores
 
+
+def test_module_mixes_equal_to_the_fine_tuned_model_are_skipped(tiny_model_path, toy_beir, tmp_path, monkeypatch):
+    """Trained with the upper attention frozen (freeze_modules), the base-attention mix is the fine-tuned model."""
+    import torch
+
+    from ragtune.train.mixing import layer_of, sublayer_kind
+
+    ft_model = mixing._load(tiny_model_path, "cpu")
+    with torch.no_grad():
+        for name, p in ft_model.named_parameters():
+            if not (sublayer_kind(name) == "attn" and layer_of(name) == 1):
+                p.add_(0.01)
+    ft_model.save(str(tmp_path / "ft"))
+    monkeypatch.setattr(guard_mod, "_evaluate", lambda model, dataset, batch_size: {"ndcg@10": 0.5})  # no gain
+    result = guard_model(tiny_model_path, str(tmp_path / "ft"), load_beir(toy_beir), tmp_path / "g",
+                         general=load_checkset("en"))
+    assert "base-ffn-from=1" in result.scores and "base-attn-from=1" not in result.scores
+
 def test_interpolation_endpoints_and_midpoint(tiny_model_path, tmp_path):
     import torch
 

@@ -61,6 +61,9 @@ def embedding_command(
     freeze_upper_layers: int | None = typer.Option(None, "--freeze-upper-layers", metavar="N",
                                                    help="Leave the top N transformer layers as the base has them "
                                                         "(less forgetting of general retrieval) [0]."),
+    freeze_modules: str | None = typer.Option(None, "--freeze-modules", metavar="KIND@K,...",
+                                              help="Leave a sub-layer kind (attn, ffn, norm) of every layer from K "
+                                                   "up as the base has it, e.g. attn@3 [none]."),
     layer_lr_decay: float | None = typer.Option(None, "--layer-lr-decay", metavar="X",
                                                 help="Layer i from the bottom trains at --lr x X^(i+1), so the "
                                                      "upper layers change less [1: one rate]."),
@@ -135,6 +138,8 @@ def embedding_command(
                  "embedding.teacher_margin": teacher_margin, "embedding.matryoshka_dims": dims,
                  "embedding.mini_batch_size": mini_batch_size, "embedding.evals_per_epoch": evals_per_epoch,
                  "embedding.freeze_upper_layers": freeze_upper_layers, "embedding.layer_lr_decay": layer_lr_decay,
+                 "embedding.freeze_modules": [m.strip() for m in freeze_modules.split(",") if m.strip()]
+                 if freeze_modules is not None else None,
                  "embedding.lora_rank": lora_rank,
                  "embedding.patience": patience if patience != 0 else None,
                  "guard.max_general_drop": max_general_drop}

@@ -46,7 +46,7 @@ from ragtune.train.distributed import (  # DDP: rank-0-only side effects
     is_main_process,
     world_size,
 )
-from ragtune.train.layers import freeze_upper_layers, layer_learning_rates
+from ragtune.train.layers import freeze_modules, freeze_upper_layers, layer_learning_rates
 from ragtune.train.lora import add_lora, lora_trainer_class, save_plain
 from ragtune.train.losses import DISTIL, LOSSES, build_loss, loss_name
 from ragtune.train.pairs import Pair, build_pairs, load_pairs, passage_text, training_pairs
@@ -298,6 +298,9 @@ def train_embedding(train: Any, config: EmbeddingTrainConfig | None = None, outp
         frozen = freeze_upper_layers(model, config.freeze_upper_layers)
         logger.info("the top %d layers stay as the base has them (%d tensors frozen)", config.freeze_upper_layers,
                     frozen)
+    if config.freeze_modules:
+        frozen = freeze_modules(model, config.freeze_modules)
+        logger.info("%s stay as the base has them (%d tensors frozen)", ", ".join(config.freeze_modules), frozen)
     rates = layer_learning_rates(model, config.learning_rate, config.layer_lr_decay) if config.layer_lr_decay < 1 else {}
     if rates and "learning_rate_mapping" not in SentenceTransformerTrainingArguments.__dataclass_fields__:
         raise ConfigError("layer_lr_decay needs a sentence-transformers with learning_rate_mapping: "

@@ -381,8 +381,12 @@ def guard_model(
         best: tuple[float, float] | None = None
         for name, build, which in candidates:
             mixed = build()
+            share = kept_change(base_model, mixed, ft_model)
+            if share >= 1.0:  # the fine-tuned model again (e.g. trained with those modules frozen): already refused
+                logger.debug("forgetting guard: %s equals the fine-tuned model; skipped", name)
+                continue
             v, g = measure(name, mixed)
-            kept[name] = kept_change(base_model, mixed, ft_model)
+            kept[name] = share
             rank = (kept[name], v) if cfg.prefer == "most_kept" else (v, kept[name])
             if _passes(v, g, base_val, base_gen, cfg) and (best is None or rank > best):
                 best, decision, chosen, chosen_name = rank, INTERPOLATED, mixed, name

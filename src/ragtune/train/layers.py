@@ -1,9 +1,11 @@
-"""Which layers of an encoder train, and how fast: the embedding trainer's ``freeze_upper_layers`` and
-``layer_lr_decay`` (:class:`~ragtune.config.EmbeddingTrainConfig`).
+"""Which layers of an encoder train, and how fast: the embedding trainer's ``freeze_upper_layers``,
+``freeze_modules`` and ``layer_lr_decay`` (:class:`~ragtune.config.EmbeddingTrainConfig`).
 
 Layers are numbered from the weight names by :func:`ragtune.train.mixing.layer_depths` (0 for the embeddings,
 ``i + 1`` for transformer layer ``i``, ``L + 1`` for the heads above the last layer), as the guard's layer mixes
-number them. On SciFact, what fine-tuning cost general retrieval sat mostly in the upper layers (bench/RESULTS.md).
+number them. On SciFact, what fine-tuning cost general retrieval sat mostly in the upper layers, and there mostly
+in the attention weights (bench/RESULTS.md); ``freeze_modules=["attn@3"]`` keeps exactly those as the base has them
+while the rest of the network trains around them.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import re
 from typing import Any
 
 from ragtune.errors import ConfigError
-from ragtune.train.mixing import count_layers, layer_depths
+from ragtune.train.mixing import SUBLAYER_KINDS, count_layers, layer_depths, layer_of, sublayer_kind
 
 
 def _depths(model: Any) -> dict[str, int]:
@@ -38,6 +40,36 @@ def freeze_upper_layers(model: Any, n: int) -> int:
     return frozen
 
 
+def parse_module_spec(spec: str) -> tuple[str, int]:
+    """``"attn@3"`` -> ``("attn", 3)``; a ValueError naming the spec and the expected form otherwise."""
+    kind, _, k = str(spec).partition("@")
+    if kind not in SUBLAYER_KINDS or not k.isdigit():
+        raise ValueError(f"freeze_modules entry {spec!r}: write KIND@K with KIND one of {', '.join(SUBLAYER_KINDS)} "
+                         "and K the first transformer layer it applies to (0-based), e.g. 'attn@3'")
+    return kind, int(k)
+
+
+def freeze_modules(model: Any, specs: list[str]) -> int:
+    """Set ``requires_grad = False`` on every weight of sub-layer kind ``KIND`` (attention, feed-forward, layer
+    norms: :func:`ragtune.train.mixing.sublayer_kind`) in transformer layers ``K`` and up, for each ``KIND@K`` in
+    ``specs``. Returns how many tensors were frozen; raises ConfigError when a spec matches no weight."""
+    n_layers = count_layers(model)
+    frozen = 0
+    for spec in specs:
+        kind, k = parse_module_spec(spec)
+        if not 0 <= k < n_layers:
+            raise ConfigError(f"freeze_modules {spec!r}: the model has {n_layers} transformer layers; K must be "
+                              f"between 0 and {n_layers - 1}")
+        hits = [p for name, p in model.named_parameters() if sublayer_kind(name) == kind and layer_of(name) >= k]
+        if not hits:
+            raise ConfigError(f"freeze_modules {spec!r}: no weight of the model is recognised as {kind!r} (its names "
+                              "do not follow the BERT or Llama naming); use freeze_upper_layers instead")
+        for param in hits:
+            frozen += param.requires_grad
+            param.requires_grad_(False)
+    return frozen
+
+
 def layer_learning_rates(model: Any, learning_rate: float, decay: float) -> dict[str, float]:
     """sentence-transformers' ``learning_rate_mapping`` (name pattern -> rate) that trains a parameter at depth
     ``d`` at ``learning_rate * decay ** d``. The embeddings (depth 0) keep ``learning_rate`` and need no pattern;
@@ -52,4 +84,4 @@ def layer_learning_rates(model: Any, learning_rate: float, decay: float) -> dict
             for depth, names in sorted(by_depth.items())}
 
 
-__all__ = ["freeze_upper_layers", "layer_learning_rates"]
+__all__ = ["freeze_modules", "freeze_upper_layers", "layer_learning_rates", "parse_module_spec"]
