@@ -18,7 +18,9 @@ and on a small general-domain check set (:func:`ragtune.data.checkset.load_check
    embeddings and lowest ``k`` transformer layers under the base model's upper layers, for ``k = 1 … L-1`` (those
    whose upper layers training left unchanged, e.g. with ``freeze_upper_layers``, are the fine-tuned model again
    and are skipped). With ``module_mixes`` (default ``["attn", "ffn"]``) it also holds *module mixes*: the whole
-   fine-tuned model with the base's attention (or feed-forward) weights in layers ``k`` and up, ``k = 1 … L-1``.
+   fine-tuned model with the base's attention (or feed-forward) weights in layers ``k`` and up, ``k = 1 … L-1``
+   (any mix equal to the fine-tuned model, e.g. the base attention after training with ``freeze_modules``, is
+   skipped).
    With ``sparse_mixes`` (off by default) it also holds *sparse mixes*: the base plus only the
    largest share of each weight's change (the rest reset to the base; :func:`ragtune.train.mixing.sparse_mix`).
    What a domain changes most is its vocabulary and phrasing, which the lower layers read; in the one model
