@@ -155,7 +155,7 @@ class EmbeddingTrainConfig(_Config):
     @field_validator("freeze_modules")
     @classmethod
     def _module_specs(cls, value: list[str]) -> list[str]:
-        from ragtune.train.layers import parse_module_spec
+        from ragtune.train.mixing import parse_module_spec
 
         for spec in value:
             parse_module_spec(spec)

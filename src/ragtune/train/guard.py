@@ -67,6 +67,7 @@ from ragtune.train.mixing import (
     kept_change,
     mix_lower_layers,
     module_mix,
+    parse_module_spec,
     sparse_mix,
     sublayer_kind,
     top_changed_depth,
@@ -164,7 +165,7 @@ class GuardResult:
         if self.keep is not None:
             return _sparse_name(self.keep)
         if self.module is not None:
-            return _module_name(*_parse_module(self.module))
+            return _module_name(*parse_module_spec(self.module))
         return _layers_name(self.layers) if self.layers is not None else _candidate_name(self.alpha)
 
     @property
@@ -219,11 +220,6 @@ def _sparse_name(keep: float) -> str:
 
 def _module_name(kind: str, k: int) -> str:
     return f"base-{kind}-from={k}"
-
-
-def _parse_module(module: str) -> tuple[str, int]:
-    kind, _, k = module.partition("@")
-    return kind, int(k)
 
 
 # --- evaluation ------------------------------------------------------------------------------------------------
@@ -295,7 +291,7 @@ def _message(decision: str, alpha: float | None, scores: dict, cfg: GuardConfig,
             c = scores[_sparse_name(keep)]
             what_kept = f"a sparse mix: the base plus the largest {keep:.0%} of each weight's changes"
         elif module is not None:
-            kind, k = _parse_module(module)
+            kind, k = parse_module_spec(module)
             c = scores[_module_name(kind, k)]
             what = {"attn": "attention", "ffn": "feed-forward"}[kind]
             what_kept = f"the fine-tuned model with the base model's {what} weights in transformer layers {k} and up"

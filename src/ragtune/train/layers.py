@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from ragtune.errors import ConfigError
-from ragtune.train.mixing import SUBLAYER_KINDS, count_layers, layer_depths, layer_of, sublayer_kind
+from ragtune.train.mixing import count_layers, layer_depths, layer_of, parse_module_spec, sublayer_kind
 
 
 def _depths(model: Any) -> dict[str, int]:
@@ -38,15 +38,6 @@ def freeze_upper_layers(model: Any, n: int) -> int:
             param.requires_grad_(False)
             frozen += 1
     return frozen
-
-
-def parse_module_spec(spec: str) -> tuple[str, int]:
-    """``"attn@3"`` -> ``("attn", 3)``; a ValueError naming the spec and the expected form otherwise."""
-    kind, _, k = str(spec).partition("@")
-    if kind not in SUBLAYER_KINDS or not k.isdigit():
-        raise ValueError(f"freeze_modules entry {spec!r}: write KIND@K with KIND one of {', '.join(SUBLAYER_KINDS)} "
-                         "and K the first transformer layer it applies to (0-based), e.g. 'attn@3'")
-    return kind, int(k)
 
 
 def freeze_modules(model: Any, specs: list[str]) -> int:
@@ -84,4 +75,4 @@ def layer_learning_rates(model: Any, learning_rate: float, decay: float) -> dict
             for depth, names in sorted(by_depth.items())}
 
 
-__all__ = ["freeze_modules", "freeze_upper_layers", "layer_learning_rates", "parse_module_spec"]
+__all__ = ["freeze_modules", "freeze_upper_layers", "layer_learning_rates"]

@@ -172,6 +172,15 @@ def sublayer_kind(key: str) -> str | None:
     return "ffn" if _FEED_FORWARD.search(key) else None
 
 
+def parse_module_spec(spec: str) -> tuple[str, int]:
+    """``"attn@3"`` -> ``("attn", 3)``; a ValueError naming the spec and the expected form otherwise."""
+    kind, _, k = str(spec).partition("@")
+    if kind not in SUBLAYER_KINDS or not k.isdigit():
+        raise ValueError(f"sub-layer spec {spec!r}: write KIND@K with KIND one of {', '.join(SUBLAYER_KINDS)} "
+                         "and K the first transformer layer it applies to (0-based), e.g. 'attn@3'")
+    return kind, int(k)
+
+
 def _mix_modules(base_model, ft_model, kind: str, k: int, names: tuple[str, str] = ("base", "finetuned")):
     """A new SentenceTransformer: the fine-tuned model with the base's ``kind`` weights (:data:`SUBLAYER_KINDS`)
     in transformer layers ``k`` and up."""
@@ -265,4 +274,5 @@ def module_mix(base: Any, finetuned: Any, kind: str, k: int, output_dir: str | P
 
 
 __all__ = ["SUBLAYER_KINDS", "count_layers", "interpolate_weights", "kept_change", "layer_depths", "layer_of",
-           "mix_lower_layers", "module_mix", "sparse_mix", "sublayer_kind", "take_weights", "top_changed_depth"]
+           "mix_lower_layers", "module_mix", "parse_module_spec", "sparse_mix", "sublayer_kind", "take_weights",
+           "top_changed_depth"]
