@@ -1,7 +1,7 @@
 """The trainer callback that both ragtune trainers (embedding, reranker) share: progress, timed checkpoints, budget.
 
-``TrainProgress`` draws one tqdm bar on stderr (shown only when ragtune logs at INFO or below, so ``--quiet`` runs
-stay silent) with the running loss and, if named, the last validation score. It can also ask the trainer for a
+``TrainProgress`` draws one tqdm bar on stderr (ragtune's trainers show it only when ragtune logs at INFO or below,
+so ``--quiet`` runs stay silent) with the running loss and, if named, the last validation score. It can also ask the trainer for a
 checkpoint every ``save_steps`` steps or ``save_every_s`` seconds (never at the last step: the final model is
 written separately), stop training once ``max_seconds`` have passed, and evaluate at the final step. Decisions
 taken from a local clock go through :func:`ragtune.train.distributed.any_process`, so every DDP rank takes them at
