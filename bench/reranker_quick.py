@@ -39,12 +39,13 @@ def main() -> None:
     from ragtune.retrieval.bm25 import doc_text
     from ragtune.retrieval.rerank import load_scorer
     from ragtune.retrieval.systems import parse_system
-    from ragtune.train.reranker import RerankerTrainConfig, _positives, mine_negatives, train_reranker
+    from ragtune.train.reranker import RerankerTrainConfig, train_reranker
+    from ragtune.train.reranker_examples import mine_negatives, query_positives
 
     torch.set_num_threads(args.threads)
     ds = load_train_source(Path(args.data), args.source)
     train, val = split_by_document(ds)
-    negatives, _ = mine_negatives(train, RerankerTrainConfig(first_stage="bm25"), _positives(train))
+    negatives, _ = mine_negatives(train, RerankerTrainConfig(first_stage="bm25"), query_positives(train))
     queries = {q: val.queries[q] for q in sorted(val.queries) if q in val.qrels}
     queries = dict(list(queries.items())[:args.val_queries])
     qrels = {q: val.qrels[q] for q in queries}

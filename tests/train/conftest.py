@@ -30,3 +30,20 @@ def interrupted_after(monkeypatch):
             monkeypatch.setattr(TrainProgress, "on_step_end", original)
 
     return interrupt
+
+
+@pytest.fixture
+def guard_set():
+    """A one-query set whose BM25 ranking puts a same-document sibling, a near duplicate and an unrelated passage
+    above the positive: what the reranker's false-negative guard has to sort out."""
+    from ragtune.data.beir import BeirDataset
+
+    corpus = {
+        "pos": {"title": "", "text": "alpha beta gamma delta epsilon zeta eta theta", "doc": "paper1"},
+        "sibling": {"title": "", "text": "alpha beta gamma alpha beta gamma kappa", "doc": "paper1"},
+        "near": {"title": "", "text": "alpha beta gamma alpha delta epsilon zeta eta", "doc": "paper2"},
+        "other": {"title": "", "text": "alpha beta gamma alpha beta gamma kappa lambda mu nu xi", "doc": "paper3"},
+        "below": {"title": "", "text": "alpha omega", "doc": "paper4"},
+        "far": {"title": "", "text": "unrelated words only here", "doc": "paper5"},
+    }
+    return BeirDataset(corpus, {"q": "alpha beta gamma"}, {"q": {"pos": 1}}, name="guard")

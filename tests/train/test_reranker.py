@@ -10,7 +10,7 @@ from ragtune.data.beir import BeirDataset, load_beir
 from ragtune.errors import ConfigError, DataFormatError
 from ragtune.retrieval.bm25 import doc_text
 from ragtune.retrieval.rerank import load_scorer
-from ragtune.train.reranker import RerankerTrainConfig, build_examples, mine_negatives, train_reranker
+from ragtune.train.reranker import RerankerTrainConfig, train_reranker
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -116,51 +116,8 @@ def test_bce_with_mining_validation_and_early_stopping_via_cli(toy_beir, tiny_cr
     assert scorer.predict([("a query", "a passage")]).shape == (1,)
 
 
-def _guard_set() -> BeirDataset:
-    corpus = {
-        "pos": {"title": "", "text": "alpha beta gamma delta epsilon zeta eta theta", "doc": "paper1"},
-        "sibling": {"title": "", "text": "alpha beta gamma alpha beta gamma kappa", "doc": "paper1"},
-        "near": {"title": "", "text": "alpha beta gamma alpha delta epsilon zeta eta", "doc": "paper2"},
-        "other": {"title": "", "text": "alpha beta gamma alpha beta gamma kappa lambda mu nu xi", "doc": "paper3"},
-        "below": {"title": "", "text": "alpha omega", "doc": "paper4"},
-        "far": {"title": "", "text": "unrelated words only here", "doc": "paper5"},
-    }
-    return BeirDataset(corpus, {"q": "alpha beta gamma"}, {"q": {"pos": 1}}, name="guard")
-
-
-@pytest.mark.parametrize(("guard", "dropped"), [("same-doc", {"sibling", "near"}), ("none", set()),
-                                                ("above", {"sibling", "near", "other"})])
-def test_false_negative_guard_and_positive_skipping(guard, dropped):
-    ds = _guard_set()
-    from ragtune.retrieval.systems import parse_system
-
-    ranked = list(parse_system("bm25").search(ds.corpus, ds.queries, 6)["q"])
-    above = set(ranked[:ranked.index("pos")])
-    assert {"sibling", "near", "other"} <= above  # the crafted candidates really rank above the positive
-    cfg = RerankerTrainConfig(first_stage="bm25", negatives=5, false_negative_guard=guard, mine_top_k=6)
-    negs, stats = mine_negatives(ds, cfg)
-    assert "pos" not in negs["q"] and stats["positive_skipped"] == 1
-    assert not (set(negs["q"]) - {"far"}) & (dropped & above)
-    assert (above - dropped) <= set(negs["q"])
-    assert stats["rank_guard_dropped"] == len(dropped & above)
-
-
-def test_a_bare_dense_first_stage_mines_with_the_packaged_minilm():
-    negs, stats = mine_negatives(_guard_set(), RerankerTrainConfig(first_stage="dense", negatives=2))
-    assert len(negs["q"]) == 2 and "pos" not in negs["q"] and stats["method"] == "dense:minilm"
-
-
-def test_examples_for_each_loss():
-    ds = _guard_set()
-    pos, negs = {"q": ["pos"]}, {"q": ["far", "below"]}
-    bce = build_examples(ds.corpus, ds.queries, pos, negs, "bce")
-    assert sorted(bce["label"]) == [0.0, 0.0, 1.0] and set(bce) == {"query", "passage", "label"}
-    listwise = build_examples(ds.corpus, ds.queries, pos, negs, "lambda")
-    assert listwise["labels"] == [[1.0, 0.0, 0.0]] and listwise["docs"][0][0] == doc_text(ds.corpus["pos"])
-
-
-def test_bad_training_input_is_reported(tmp_path):
-    ds = _guard_set()
+def test_bad_training_input_is_reported(tmp_path, guard_set):
+    ds = guard_set
     with pytest.raises(DataFormatError, match="no query with text has a judged-relevant"):
         train_reranker(BeirDataset(ds.corpus, {"q": "x"}, {"q": {"missing": 1}}, name="t"), output_dir=tmp_path)
     with pytest.raises(DataFormatError, match="not in the training corpus"):

@@ -1,7 +1,7 @@
 """Training: one module per trained artifact (``embedding``, ``reranker``; adapters live in ``ragtune.adapters``),
 with the embedding trainer's pairs (``pairs``), losses (``losses``) and per-layer training (``layers``) in modules of
-their own, the progress callback both trainers share (``progress``), and the forgetting guard (``guard``) with the
-weight mixes it tries (``mixing``).
+their own, the reranker's training examples (``reranker_examples``), the progress callback both trainers share
+(``progress``), and the forgetting guard (``guard``) with the weight mixes it tries (``mixing``).
 
 Names are re-exported lazily, so ``import ragtune.train`` stays cheap until a trainer is actually used.
 """

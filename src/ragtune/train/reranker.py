@@ -17,23 +17,13 @@ from a bi-encoder body rarely pays: on SciFact's real claims neither BCE nor Lis
 value within 80 steps (nor BCE within a whole epoch), and the model reranked worse than BM25 — such a body has never
 read a query and a passage together. Start from a cross-encoder when there is one.
 
-Negatives: unless given (``negatives={query_id: [doc_id, ...]}``), they are mined by
-:func:`ragtune.mining.mine_negatives` with the first stage the reranker will sit behind (``first_stage``, default
-``hybrid``), so it trains on the candidates it will see. Of each query's top ``mine_top_k``, known positives (judged
-> 0, or the same text as a positive) are skipped, then the false-negative guard looks at the candidates ranked
-*above* the best positive:
+Negatives: mined with the first stage the reranker will sit behind (``first_stage``, default ``hybrid``) under a
+false-negative guard, unless given; :mod:`ragtune.train.reranker_examples` explains how, and builds the examples.
 
-- ``same-doc`` (default): drop those cut from the same source document as a positive (the chunk's ``doc`` field)
-  or sharing at least ``overlap`` of their words with a positive (overlapping chunks, near duplicates): they likely
-  hold the answer too. Other candidates above the positive are kept: they are the confusions a reranker is for.
-- ``above``: drop every candidate ranked above the positive (safest with incomplete judgements, fewer hard ones).
-- ``none``: keep them all.
-
-Then ``negatives`` per query are kept (``sampling``: the hardest, or a seeded random sample), topped up with
-random passages (never a dropped one) when too few survive. Losses: ``lce`` (localized contrastive estimation:
-softmax cross-entropy of each query's positives against its negatives, see :func:`_lce_loss`), and
-sentence-transformers' ``bce`` (pointwise, BinaryCrossEntropyLoss with ``pos_weight`` = negatives per positive),
-``listnet`` and ``lambda`` (listwise, ListNetLoss / LambdaLoss over [positives + negatives] per query).
+Losses: ``lce`` (localized contrastive estimation: softmax cross-entropy of each query's positives against its
+negatives, see :func:`_lce_loss`), and sentence-transformers' ``bce`` (pointwise, BinaryCrossEntropyLoss with
+``pos_weight`` = negatives per positive), ``listnet`` and ``lambda`` (listwise, ListNetLoss / LambdaLoss over
+[positives + negatives] per query).
 
 Validation (``val``): the first stage retrieves each val query's top ``val_top_k``, the model reranks them, and
 nDCG@10 / MRR@10 / hit@1 are measured with ragtune's metrics (the first stage's own scores are logged beside them,
@@ -46,7 +36,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -56,9 +45,10 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ragtune.config import _Config
-from ragtune.data.beir import BeirDataset, Corpus
+from ragtune.data.beir import BeirDataset
 from ragtune.errors import ConfigError, DataFormatError
 from ragtune.train.checkpoints import FINGERPRINT_FILE, latest_checkpoint, split_history
+from ragtune.train.reranker_examples import build_examples, given_negatives, mine_negatives, query_positives
 
 logger = logging.getLogger(__name__)
 
@@ -126,80 +116,6 @@ class RerankerTrainResult:
         return out
 
 
-# --- negatives ----------------------------------------------------------------------------------------------------
-
-
-def _positives(dataset: BeirDataset) -> dict[str, list[str]]:
-    """Judged-relevant doc ids per query that has text and at least one positive in the corpus."""
-    out = {}
-    for qid, judged in dataset.qrels.items():
-        pos = [d for d, s in judged.items() if s > 0 and d in dataset.corpus]
-        if pos and (dataset.queries.get(qid) or "").strip():
-            out[qid] = pos
-    return out
-
-
-def mine_negatives(dataset: BeirDataset, config: RerankerTrainConfig,
-                   positives: dict[str, list[str]] | None = None) -> tuple[dict[str, list[str]], dict[str, Any]]:
-    """Hard negatives per query from ``config.first_stage`` and the counts of :func:`ragtune.mining.mine_negatives`,
-    which does the work: its rank guard is ``config.false_negative_guard`` over the chunks' source documents."""
-    from ragtune.mining import mine_negatives as mine
-    from ragtune.retrieval.bm25 import doc_text
-    from ragtune.train.pairs import Pair
-
-    positives = positives if positives is not None else _positives(dataset)
-    texts = {d: doc_text(doc) for d, doc in dataset.corpus.items()}
-    groups = {d: str(doc["doc"]) for d, doc in dataset.corpus.items() if doc.get("doc")}
-    pairs = [Pair(dataset.queries[q], texts[d], d, groups.get(d, d), q) for q, pos in positives.items() for d in pos]
-    # a retrieval spec; bare "dense" (the packaged MiniLM as a spec) would be mining's own model-less dense miner
-    method = "dense:minilm" if config.first_stage.strip() == "dense" else config.first_stage
-    mined = mine(pairs, texts, num_negatives=config.negatives, method=method, range_max=config.mine_top_k,
-                 relative_margin=None, rank_guard=config.false_negative_guard, groups=groups, overlap=config.overlap,
-                 sampling=config.sampling, seed=config.seed)
-    return {q: [n.doc_id for n in negs] for q, negs in mined.negatives.items()}, \
-        {"first_stage": config.first_stage, **mined.stats}
-
-
-def _given_negatives(dataset: BeirDataset, positives: dict[str, list[str]],
-                     negatives: dict[str, list[str]], n: int) -> tuple[dict[str, list[str]], dict[str, Any]]:
-    unknown = sorted({d for negs in negatives.values() for d in negs} - set(dataset.corpus))
-    if unknown:
-        raise DataFormatError(f"negatives: {len(unknown)} doc ids are not in the training corpus (e.g. "
-                              f"{unknown[:3]}); pass negatives mined from this corpus")
-    out = {q: [d for d in negatives.get(q, []) if d not in set(pos)][:n] for q, pos in positives.items()}
-    missing = sum(1 for negs in out.values() if not negs)
-    if missing:
-        logger.warning("negatives: %d of %d training queries have none; they train on positives only",
-                       missing, len(out))
-    return out, {"given": True, "queries": len(out), "kept": sum(len(v) for v in out.values())}
-
-
-def build_examples(corpus: Corpus, queries: dict[str, str], positives: dict[str, list[str]],
-                   negatives: dict[str, list[str]], loss: str, seed: int = 42) -> dict[str, list]:
-    """Columns of the training dataset: ``query, passage, label`` (bce) or ``query, docs, labels`` (listwise)."""
-    from ragtune.retrieval.bm25 import doc_text
-
-    qids = sorted(positives)
-    random.Random(seed).shuffle(qids)
-    if loss == "bce":
-        rows: dict[str, list] = {"query": [], "passage": [], "label": []}
-        for q in qids:
-            for d, label in [(d, 1.0) for d in positives[q]] + [(d, 0.0) for d in negatives.get(q, [])]:
-                rows["query"].append(queries[q])
-                rows["passage"].append(doc_text(corpus[d]))
-                rows["label"].append(label)
-        order = list(range(len(rows["label"])))
-        random.Random(seed).shuffle(order)
-        return {k: [v[i] for i in order] for k, v in rows.items()}
-    lists: dict[str, list] = {"query": [], "docs": [], "labels": []}
-    for q in qids:
-        docs = positives[q] + negatives.get(q, [])
-        lists["query"].append(queries[q])
-        lists["docs"].append([doc_text(corpus[d]) for d in docs])
-        lists["labels"].append([1.0] * len(positives[q]) + [0.0] * len(negatives.get(q, [])))
-    return lists
-
-
 # --- training -----------------------------------------------------------------------------------------------------
 
 
@@ -215,7 +131,7 @@ def _val_evaluator(val: BeirDataset, config: RerankerTrainConfig, batch_size: in
     from ragtune.retrieval.bm25 import doc_text
     from ragtune.retrieval.systems import parse_system
 
-    positives = _positives(val)
+    positives = query_positives(val)
     if not positives:
         raise DataFormatError(f"val dataset {val.name!r}: no query has a judged-relevant document in its corpus")
     queries = {q: val.queries[q] for q in positives}
@@ -344,7 +260,7 @@ def train_reranker(train: BeirDataset, config: RerankerTrainConfig | None = None
     config = config or RerankerTrainConfig()
     out = Path(output_dir)
     t0 = time.perf_counter()
-    positives = _positives(train)
+    positives = query_positives(train)
     if not positives:
         raise DataFormatError(f"training set {train.name!r}: no query with text has a judged-relevant (score > 0) "
                               "document in the corpus; check the --queries/--qrels files")
@@ -354,7 +270,7 @@ def train_reranker(train: BeirDataset, config: RerankerTrainConfig | None = None
     if negatives is None:
         negs, mining = mine_negatives(train, config, positives)
     else:
-        negs, mining = _given_negatives(train, positives, negatives, config.negatives)
+        negs, mining = given_negatives(train, positives, negatives, config.negatives)
     columns = build_examples(train.corpus, train.queries, positives, negs, config.loss, config.seed)
     n_examples = len(columns["query"])
     # listwise batches hold every document of each query: 16 queries x 8 documents of the 12-layer msmarco at 256
