@@ -34,8 +34,8 @@ def interrupted_after(monkeypatch):
 
 @pytest.fixture
 def guard_set():
-    """A one-query set whose BM25 ranking puts a same-document sibling, a near duplicate and an unrelated passage
-    above the positive: what the reranker's false-negative guard has to sort out."""
+    """A one-query set whose BM25 ranking puts a same-document sibling, a near duplicate and a passage from
+    another document above the positive: what the reranker's false-negative guard has to sort out."""
     from ragtune.data.beir import BeirDataset
 
     corpus = {

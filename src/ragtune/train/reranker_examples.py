@@ -3,9 +3,9 @@ trainer reads (:func:`ragtune.train.reranker.train_reranker` builds them with th
 
 Negatives: unless the caller gives them (``negatives={query_id: [doc_id, ...]}``, see :func:`given_negatives`),
 they are mined by :func:`ragtune.mining.mine_negatives` with the first stage the reranker will sit behind
-(``first_stage``, default ``hybrid``), so it trains on the candidates it will see. Of each query's top ``mine_top_k``, known positives (judged
-> 0, or the same text as a positive) are skipped, then the false-negative guard looks at the candidates ranked
-*above* the best positive:
+(``first_stage``, default ``hybrid``), so it trains on the candidates it will see. Of each query's top
+``mine_top_k``, known positives (judged > 0, or the same text as a positive) are skipped, then the false-negative
+guard looks at the candidates ranked *above* the best positive:
 
 - ``same-doc`` (default): drop those cut from the same source document as a positive (the chunk's ``doc`` field)
   or sharing at least ``overlap`` of their words with a positive (overlapping chunks, near duplicates): they likely
