@@ -121,6 +121,10 @@ class EmbeddingTrainConfig(_Config):
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA path")
     lora_targets: list[str] | None = Field(None, min_length=1, description="module names (or name ends) that get "
                                                                           "adapters [every linear layer]")
+    anchor_weight: float = Field(0.0, ge=0, description="learning without forgetting: add this x the mean cosine "
+                                 "distance of the batch's embeddings from a frozen base copy's (0 = off)")
+    anchor_texts: Literal["passages", "all"] = Field("passages", description="which texts the anchor holds: the "
+                                                     "passage columns, or the queries too")
     evals_per_epoch: int = Field(4, ge=1, description="validation evaluations per epoch (with a validation set)")
     patience: int | None = Field(3, ge=1, description="stop after this many evaluations without a better val "
                                                       "nDCG@10 (None = never stop early)")
@@ -180,6 +184,13 @@ class EmbeddingTrainConfig(_Config):
         if self.lora_rank is None and (lora_options or self.lora_dropout):
             raise ValueError(f"{', '.join(lora_options) or 'lora_dropout'} is set but lora_rank is not: set lora_rank "
                              "(e.g. 16) to train LoRA adapters, or drop the LoRA options")
+        if self.anchor_weight > 0 and (self.loss == "cached-mnrl" or self.matryoshka_dims):
+            raise ValueError(f"anchor_weight works with loss mnrl, margin-mse or kl and without matryoshka_dims; "
+                             f"it is {self.anchor_weight} with loss={self.loss!r}"
+                             f"{' and matryoshka_dims' if self.matryoshka_dims else ''}: drop one of them")
+        if self.anchor_weight == 0 and self.anchor_texts != "passages":
+            raise ValueError(f"anchor_texts={self.anchor_texts!r} is set but anchor_weight is 0: set anchor_weight "
+                             "(e.g. 1.0) to keep the embeddings near the base's, or drop anchor_texts")
         if self.mine_range_min >= self.mine_range_max:
             raise ValueError(f"mine_range_min ({self.mine_range_min}) must be smaller than mine_range_max "
                              f"({self.mine_range_max})")

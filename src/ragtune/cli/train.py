@@ -70,6 +70,10 @@ def embedding_command(
     lora_rank: int | None = typer.Option(None, "--lora-rank", metavar="R",
                                          help="Train rank-R LoRA adapters (peft, `ragtune[lora]`) instead of every "
                                               "weight; the written model has them merged [off]."),
+    anchor_weight: float | None = typer.Option(None, "--anchor-weight", metavar="W",
+                                               help="Keep the passages' embeddings near the base model's: adds W x "
+                                                    "their mean cosine distance from a frozen base copy to the "
+                                                    "loss (less forgetting) [0: off]."),
     patience: int | None = typer.Option(None, "--patience", help="With --val: stop after N evaluations without "
                                                                  "a better nDCG@10; 0 = never [3]."),
     evals_per_epoch: int | None = typer.Option(None, "--evals-per-epoch", help="With --val: evaluations per "
@@ -140,7 +144,7 @@ def embedding_command(
                  "embedding.freeze_upper_layers": freeze_upper_layers, "embedding.layer_lr_decay": layer_lr_decay,
                  "embedding.freeze_modules": [m.strip() for m in freeze_modules.split(",") if m.strip()]
                  if freeze_modules is not None else None,
-                 "embedding.lora_rank": lora_rank,
+                 "embedding.lora_rank": lora_rank, "embedding.anchor_weight": anchor_weight,
                  "embedding.patience": patience if patience != 0 else None,
                  "guard.max_general_drop": max_general_drop}
     run_cfg = RunConfig.load(config, overrides=overrides)

@@ -35,11 +35,15 @@ def latest_checkpoint(ckpt_dir: Path, fingerprint: str) -> str | None:
     return str(max(complete)[1]) if complete else None
 
 
+LOSS_PARTS = ("ranking", "anchor")  # the parts train.anchor.AnchoredLoss returns, logged by the trainer
+
+
 def split_history(history: list[dict]) -> tuple[list[dict], list[dict]]:
-    """A trainer's ``state.log_history`` as training losses (step, loss, learning rate) and evaluation entries
-    (step and every ``eval_val_*`` and ``eval_monitor_*`` metric), in step order."""
-    losses = [{"step": h["step"], "loss": h["loss"], "learning_rate": h.get("learning_rate")}
-              for h in history if "loss" in h]
+    """A trainer's ``state.log_history`` as training losses (step, loss, learning rate, and the parts of a loss
+    that returns several, e.g. ``ranking`` and ``anchor``) and evaluation entries (step and every ``eval_val_*``
+    and ``eval_monitor_*`` metric), in step order."""
+    losses = [{"step": h["step"], "loss": h["loss"], "learning_rate": h.get("learning_rate"),
+               **{k: h[k] for k in LOSS_PARTS if k in h}} for h in history if "loss" in h]
     prefixes = ("eval_val_", "eval_monitor_")
     evals = [{k: v for k, v in h.items() if k == "step" or k.startswith(prefixes)}
              for h in history if any(k.startswith(prefixes) for k in h)]

@@ -2,7 +2,8 @@
 
 ``mnrl`` (MultipleNegativesRankingLoss: in-batch plus mined negatives), ``cached-mnrl`` (its GradCache form: large
 batches in bounded memory), ``margin-mse`` and ``kl`` (distil a cross-encoder teacher's scores over the positive and
-mined negatives); :func:`build_loss` wraps any of them in MatryoshkaLoss when truncated sizes are asked for.
+mined negatives); :func:`build_loss` wraps any of them in MatryoshkaLoss when truncated sizes are asked for, or in
+:class:`~ragtune.train.anchor.AnchoredLoss` when ``anchor_weight`` asks to keep the embeddings near the base's.
 """
 
 from __future__ import annotations
@@ -49,10 +50,16 @@ DISTIL = ("margin-mse", "kl")
 
 
 def build_loss(model: Any, config: EmbeddingTrainConfig) -> Any:
-    """The loss ``config.loss`` names, wrapped in MatryoshkaLoss when ``config.matryoshka_dims`` is set."""
+    """The loss ``config.loss`` names, wrapped in MatryoshkaLoss when ``config.matryoshka_dims`` is set and in
+    AnchoredLoss (a frozen copy of ``config.base`` as the anchor) when ``config.anchor_weight`` is above 0."""
     from ragtune.errors import ConfigError
 
     loss = LOSSES[config.loss](model, config)
+    if config.anchor_weight > 0:  # the config rules out cached-mnrl and Matryoshka here
+        from ragtune.models import resolve_model
+        from ragtune.train.anchor import anchored
+
+        return anchored(model, loss, resolve_model(config.base), config.anchor_weight, config.anchor_texts)
     if config.matryoshka_dims:
         from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
 
@@ -65,6 +72,6 @@ def build_loss(model: Any, config: EmbeddingTrainConfig) -> Any:
 
 
 def loss_name(loss: Any) -> str:
-    if hasattr(loss, "matryoshka_dims"):  # a wrapper: name the loss inside too
+    if type(loss).__name__ in ("MatryoshkaLoss", "AnchoredLoss"):  # a wrapper: name the loss inside too
         return f"{type(loss).__name__}({type(loss.loss).__name__})"
     return type(loss).__name__
