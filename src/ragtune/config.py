@@ -21,6 +21,9 @@ from pydantic import (
 
 from ragtune.errors import ConfigError
 
+# the texts the embedding trainer's anchor holds (ragtune.train.anchor)
+AnchorTexts = Literal["passages", "all"]
+
 
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -123,7 +126,7 @@ class EmbeddingTrainConfig(_Config):
                                                                           "adapters [every linear layer]")
     anchor_weight: float = Field(0.0, ge=0, description="learning without forgetting: add this x the mean cosine "
                                  "distance of the batch's embeddings from a frozen base copy's (0 = off)")
-    anchor_texts: Literal["passages", "all"] = Field("passages", description="which texts the anchor holds: the "
+    anchor_texts: AnchorTexts = Field("passages", description="which texts the anchor holds: the "
                                                      "passage columns, or the queries too")
     evals_per_epoch: int = Field(4, ge=1, description="validation evaluations per epoch (with a validation set)")
     patience: int | None = Field(3, ge=1, description="stop after this many evaluations without a better val "

@@ -14,12 +14,14 @@ Set by ``EmbeddingTrainConfig.anchor_weight`` (``--anchor-weight``) and ``anchor
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Any, get_args
 
 import torch
 from torch import Tensor, nn
 
-ANCHOR_TEXTS = ("passages", "all")
+from ragtune.config import AnchorTexts
+
+ANCHOR_TEXTS = get_args(AnchorTexts)
 
 
 class AnchoredLoss(nn.Module):
@@ -31,7 +33,7 @@ class AnchoredLoss(nn.Module):
     """
 
     def __init__(self, model: nn.Module, loss: nn.Module, base: nn.Module, weight: float,
-                 texts: Literal["passages", "all"] = "passages") -> None:
+                 texts: AnchorTexts = "passages") -> None:
         super().__init__()
         if not hasattr(loss, "compute_loss_from_embeddings"):
             raise TypeError(f"{type(loss).__name__} cannot take precomputed embeddings, so it cannot be anchored")
@@ -42,10 +44,6 @@ class AnchoredLoss(nn.Module):
         self.weight = float(weight)
         self.texts = texts
         object.__setattr__(self, "_base", base.eval().requires_grad_(False))
-
-    @property
-    def base(self) -> nn.Module:
-        return self._base
 
     def forward(self, sentence_features: Iterable[dict[str, Any]], labels: Tensor | None) -> dict[str, Tensor]:
         from sentence_transformers.base.losses.merged_forward import embed_columns
@@ -70,7 +68,7 @@ class AnchoredLoss(nn.Module):
 
 
 def anchored(model: nn.Module, loss: nn.Module, base_path: str, weight: float,
-             texts: Literal["passages", "all"]) -> AnchoredLoss:
+             texts: AnchorTexts) -> AnchoredLoss:
     """Wrap ``loss`` in :class:`AnchoredLoss` with a frozen copy of the model at ``base_path`` (a resolved base
     directory or name, loaded like the student)."""
     from ragtune.models import load_sentence_transformer
