@@ -127,7 +127,7 @@ class EmbeddingTrainConfig(_Config):
     anchor_weight: float = Field(0.0, ge=0, description="learning without forgetting: add this x the mean cosine "
                                  "distance of the batch's embeddings from a frozen base copy's (0 = off)")
     anchor_texts: AnchorTexts = Field("passages", description="which texts the anchor holds: the "
-                                                     "passage columns, or the queries too")
+                                      "passage columns, or the queries too")
     evals_per_epoch: int = Field(4, ge=1, description="validation evaluations per epoch (with a validation set)")
     patience: int | None = Field(3, ge=1, description="stop after this many evaluations without a better val "
                                                       "nDCG@10 (None = never stop early)")
