@@ -28,6 +28,16 @@ def load_train_source(data: Path, source: str) -> BeirDataset:
     raise SystemExit(f"--source {source!r}: choose gen or train")
 
 
+def filter_source(ds: BeirDataset, fields: dict[str, Any]) -> BeirDataset:
+    """``ds`` with only the questions that ragtune's filter chain (``FilterConfig(**fields)``) keeps."""
+    from ragtune.generate.filters import FilterConfig, filter_questions
+
+    kept = filter_questions(ds.queries, ds.qrels, ds.corpus, FilterConfig(**fields))
+    steps = ", ".join(f"{s.name} -{s.dropped}" for s in kept.report.steps if s.dropped)
+    print(f"filter {fields}: {kept.report.kept} of {kept.report.input} questions kept ({steps})", flush=True)
+    return BeirDataset(ds.corpus, kept.queries, kept.qrels, name=ds.name)
+
+
 def split_by_document(ds: BeirDataset, val_fraction: float = 0.1, seed: int = 42, max_pairs: int | None = None,
                       full_val_corpus: bool = False) -> tuple[BeirDataset, BeirDataset]:
     """Train / validation sets whose positives lie in disjoint documents (a query goes to validation when any of

@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     device_name,
     evaluate_models,
+    filter_source,
     fmt_ci,
     load_train_source,
     peak_memory,
@@ -56,6 +57,8 @@ def li_recipe(args: argparse.Namespace, out: Path) -> dict:
     from ragtune.train.pairs import passage_text
 
     ds = load_train_source(Path(args.data), args.source)
+    if args.filter:  # ragtune's question filter chain over the training source
+        ds = filter_source(ds, json.loads(args.filter))
     examples = []
     for qid, judged in ds.qrels.items():
         for did, score in judged.items():
@@ -78,6 +81,8 @@ def ragtune_recipe(args: argparse.Namespace, out: Path) -> dict:
     from ragtune.train.guard import GuardConfig, guard_model
 
     ds = load_train_source(Path(args.data), args.source)
+    if args.filter:  # ragtune's question filter chain over the training source
+        ds = filter_source(ds, json.loads(args.filter))
     train, val = split_by_document(ds, max_pairs=args.max_pairs, full_val_corpus=args.full_val_corpus)
     overrides = json.loads(args.config or "{}")
     if args.teacher and "teacher" not in overrides and overrides.get("loss") in ("margin-mse", "kl"):
@@ -124,6 +129,8 @@ def main() -> None:
     ap.add_argument("--teacher", help="cross-encoder for distillation variants (dir, .onnx, msmarco-onnx)")
     ap.add_argument("--teacher-by-source", action="append", default=[], help="SOURCE=PATH (overrides --teacher)")
     ap.add_argument("--max-pairs", type=int, help="cap training pairs (smoke tests)")
+    ap.add_argument("--filter", default="", help="FilterConfig fields as JSON: run ragtune's question filter chain "
+                                                 "over the training questions first")
     ap.add_argument("--full-val-corpus", action="store_true",
                     help="validation (early stopping and the guard) ranks against every document of the set, "
                          "not only the validation documents")
@@ -172,6 +179,8 @@ def main() -> None:
                 cmd += ["--teacher", teacher]
             if args.max_pairs:
                 cmd += ["--max-pairs", str(args.max_pairs)]
+            if args.filter:
+                cmd += ["--filter", args.filter]
             if args.full_val_corpus:
                 cmd.append("--full-val-corpus")
             if args.keep_last:

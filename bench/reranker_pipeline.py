@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     device_name,
     evaluate_models,
+    filter_source,
     fmt_ci,
     load_train_source,
     peak_memory,
@@ -50,6 +51,8 @@ def worker(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     ds = load_train_source(Path(args.data), args.source)
+    if args.filter:  # ragtune's question filter chain over the training source, before the split
+        ds = filter_source(ds, json.loads(args.filter))
     train, val = split_by_document(ds, max_pairs=args.max_pairs)
     fields = {"base": args.reranker_base, "first_stage": f"hybrid:{args.base}", **json.loads(args.config or "{}")}
     if args.reuse and (out / "result.json").is_file():  # a model trained by an earlier run into this --out
@@ -86,6 +89,8 @@ def main() -> None:
     ap.add_argument("--onnx", default="msmarco-onnx", help="zero-shot ONNX reranker ('' to skip)")
     ap.add_argument("--top-k", type=int, default=100)
     ap.add_argument("--max-pairs", type=int)
+    ap.add_argument("--filter", default="", help="FilterConfig fields as JSON: run ragtune's question filter chain "
+                                                 "over the training questions first")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--reuse", action="store_true", help="evaluate the rerankers an earlier run trained into --out "
                                                          "instead of training them again")
@@ -110,6 +115,8 @@ def main() -> None:
                "--reranker-base", args.reranker_base, "--config", args.config, "--top-k", str(args.top_k)]
         if args.max_pairs:
             cmd += ["--max-pairs", str(args.max_pairs)]
+        if args.filter:
+            cmd += ["--filter", args.filter]
         if args.reuse:
             cmd.append("--reuse")
         print(f"[{time.strftime('%H:%M:%S')}] training reranker on {source}", flush=True)
