@@ -28,6 +28,9 @@ def load_train_source(data: Path, source: str) -> BeirDataset:
     raise SystemExit(f"--source {source!r}: choose gen or train")
 
 
+FILTER_HELP = "FilterConfig fields as JSON: run ragtune's question filter chain over the training questions first"
+
+
 def filter_source(ds: BeirDataset, fields: dict[str, Any]) -> BeirDataset:
     """``ds`` with only the questions that ragtune's filter chain (``FilterConfig(**fields)``) keeps."""
     from ragtune.generate.filters import FilterConfig, filter_questions

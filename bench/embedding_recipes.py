@@ -36,6 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
+    FILTER_HELP,
     device_name,
     evaluate_models,
     filter_source,
@@ -129,8 +130,7 @@ def main() -> None:
     ap.add_argument("--teacher", help="cross-encoder for distillation variants (dir, .onnx, msmarco-onnx)")
     ap.add_argument("--teacher-by-source", action="append", default=[], help="SOURCE=PATH (overrides --teacher)")
     ap.add_argument("--max-pairs", type=int, help="cap training pairs (smoke tests)")
-    ap.add_argument("--filter", default="", help="FilterConfig fields as JSON: run ragtune's question filter chain "
-                                                 "over the training questions first")
+    ap.add_argument("--filter", default="", help=FILTER_HELP)
     ap.add_argument("--full-val-corpus", action="store_true",
                     help="validation (early stopping and the guard) ranks against every document of the set, "
                          "not only the validation documents")

@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
+    FILTER_HELP,
     device_name,
     evaluate_models,
     filter_source,
@@ -89,8 +90,7 @@ def main() -> None:
     ap.add_argument("--onnx", default="msmarco-onnx", help="zero-shot ONNX reranker ('' to skip)")
     ap.add_argument("--top-k", type=int, default=100)
     ap.add_argument("--max-pairs", type=int)
-    ap.add_argument("--filter", default="", help="FilterConfig fields as JSON: run ragtune's question filter chain "
-                                                 "over the training questions first")
+    ap.add_argument("--filter", default="", help=FILTER_HELP)
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--reuse", action="store_true", help="evaluate the rerankers an earlier run trained into --out "
                                                          "instead of training them again")
