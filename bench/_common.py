@@ -18,14 +18,17 @@ from typing import Any
 from ragtune.data.beir import BeirDataset, load_beir
 
 
-def load_train_source(data: Path, source: str) -> BeirDataset:
+def load_train_source(data: Path, source: str, filter_json: str = "") -> BeirDataset:
     """``gen``: the shipped generated questions (gen-queries.jsonl + gen-qrels.tsv); ``train``: real training
-    claims (queries.jsonl + qrels_train.tsv)."""
+    claims (queries.jsonl + qrels_train.tsv). ``filter_json``: FilterConfig fields; only the questions that
+    ragtune's filter chain keeps are returned."""
     if source == "gen":
-        return load_beir(data, queries="gen-queries.jsonl", qrels="gen-qrels.tsv")
-    if source == "train":
-        return load_beir(data, queries="queries.jsonl", qrels="qrels_train.tsv")
-    raise SystemExit(f"--source {source!r}: choose gen or train")
+        ds = load_beir(data, queries="gen-queries.jsonl", qrels="gen-qrels.tsv")
+    elif source == "train":
+        ds = load_beir(data, queries="queries.jsonl", qrels="qrels_train.tsv")
+    else:
+        raise SystemExit(f"--source {source!r}: choose gen or train")
+    return filter_source(ds, json.loads(filter_json)) if filter_json else ds
 
 
 FILTER_HELP = "FilterConfig fields as JSON: run ragtune's question filter chain over the training questions first"

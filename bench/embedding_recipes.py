@@ -39,7 +39,6 @@ from _common import (  # noqa: E402
     FILTER_HELP,
     device_name,
     evaluate_models,
-    filter_source,
     fmt_ci,
     load_train_source,
     peak_memory,
@@ -57,9 +56,7 @@ def li_recipe(args: argparse.Namespace, out: Path) -> dict:
 
     from ragtune.train.pairs import passage_text
 
-    ds = load_train_source(Path(args.data), args.source)
-    if args.filter:  # ragtune's question filter chain over the training source
-        ds = filter_source(ds, json.loads(args.filter))
+    ds = load_train_source(Path(args.data), args.source, args.filter)
     examples = []
     for qid, judged in ds.qrels.items():
         for did, score in judged.items():
@@ -81,9 +78,7 @@ def ragtune_recipe(args: argparse.Namespace, out: Path) -> dict:
     from ragtune.train.embedding import train_embedding
     from ragtune.train.guard import GuardConfig, guard_model
 
-    ds = load_train_source(Path(args.data), args.source)
-    if args.filter:  # ragtune's question filter chain over the training source
-        ds = filter_source(ds, json.loads(args.filter))
+    ds = load_train_source(Path(args.data), args.source, args.filter)
     train, val = split_by_document(ds, max_pairs=args.max_pairs, full_val_corpus=args.full_val_corpus)
     overrides = json.loads(args.config or "{}")
     if args.teacher and "teacher" not in overrides and overrides.get("loss") in ("margin-mse", "kl"):

@@ -32,7 +32,6 @@ from _common import (  # noqa: E402
     FILTER_HELP,
     device_name,
     evaluate_models,
-    filter_source,
     fmt_ci,
     load_train_source,
     peak_memory,
@@ -51,9 +50,7 @@ def worker(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    ds = load_train_source(Path(args.data), args.source)
-    if args.filter:  # ragtune's question filter chain over the training source, before the split
-        ds = filter_source(ds, json.loads(args.filter))
+    ds = load_train_source(Path(args.data), args.source, args.filter)
     train, val = split_by_document(ds, max_pairs=args.max_pairs)
     fields = {"base": args.reranker_base, "first_stage": f"hybrid:{args.base}", **json.loads(args.config or "{}")}
     if args.reuse and (out / "result.json").is_file():  # a model trained by an earlier run into this --out
