@@ -3,6 +3,9 @@ the rank guard candidates above it, BM25 / both / retrieval-spec miners, the tea
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 
 from ragtune.errors import ConfigError
@@ -115,6 +118,21 @@ def test_teacher_drops_a_candidate_it_rates_above_the_positive_and_caches_scores
     assert again.score([("When was the Eiffel Tower completed?", CORPUS["colosseum"])]) == [12.0]
     assert TeacherScorer(RuleTeacher()).name == "RuleTeacher:rule-teacher"
 
+
+
+def test_closing_a_scorer_lets_go_of_its_teacher_and_keeps_its_scores(tmp_path):
+    teacher = RuleTeacher()
+    alive = weakref.ref(teacher)
+    scorer = TeacherScorer(teacher, cache_path=tmp_path / "t.sqlite", batch_size=4)
+    question = "When was the Eiffel Tower completed?"
+    assert scorer.score([(question, CORPUS["colosseum"])]) == [12.0]
+    scorer.close()
+    del teacher
+    gc.collect()
+    assert alive() is None  # an ONNX teacher would hold gigabytes here
+    assert scorer.score([(question, CORPUS["colosseum"])]) == [12.0]  # already scored: read from memory
+    with pytest.raises(RuntimeError, match="closed and 1 pairs are not in its cache"):
+        scorer.score([(question, CORPUS["volcano"])])
 
 def test_a_retrieval_spec_mines_like_the_built_in_dense_miner(minilm, minilm_path):
     builtin = mine_negatives(PAIRS, CORPUS, num_negatives=3, model=minilm, relative_margin=None)
