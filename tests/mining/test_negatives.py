@@ -119,7 +119,6 @@ def test_teacher_drops_a_candidate_it_rates_above_the_positive_and_caches_scores
     assert TeacherScorer(RuleTeacher()).name == "RuleTeacher:rule-teacher"
 
 
-
 def test_closing_a_scorer_lets_go_of_its_teacher_and_keeps_its_scores(tmp_path):
     teacher = RuleTeacher()
     alive = weakref.ref(teacher)
@@ -133,6 +132,7 @@ def test_closing_a_scorer_lets_go_of_its_teacher_and_keeps_its_scores(tmp_path):
     assert scorer.score([(question, CORPUS["colosseum"])]) == [12.0]  # already scored: read from memory
     with pytest.raises(RuntimeError, match="closed and 1 pairs are not in its cache"):
         scorer.score([(question, CORPUS["volcano"])])
+
 
 def test_a_retrieval_spec_mines_like_the_built_in_dense_miner(minilm, minilm_path):
     builtin = mine_negatives(PAIRS, CORPUS, num_negatives=3, model=minilm, relative_margin=None)
