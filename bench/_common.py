@@ -48,7 +48,8 @@ def split_by_document(ds: BeirDataset, val_fraction: float = 0.1, seed: int = 42
                       full_val_corpus: bool = False) -> tuple[BeirDataset, BeirDataset]:
     """Train / validation sets whose positives lie in disjoint documents (a query goes to validation when any of
     its positives is a validation document). Training keeps the whole corpus (negatives come from it);
-    validation ranks the validation documents only, as ``ragtune run`` does (``full_val_corpus`` ranks all)."""
+    validation ranks the validation documents only (``full_val_corpus`` ranks all; ``ragtune run`` adds training
+    documents as distractors, see :func:`ragtune.data.split.with_distractors`)."""
     docs = sorted(ds.corpus)
     random.Random(seed).shuffle(docs)
     val_docs = set(docs[: max(1, int(len(docs) * val_fraction))])

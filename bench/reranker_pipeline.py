@@ -11,6 +11,10 @@ On a BEIR set's test qrels (and a set from another domain with ``--cross``), one
 - ``hybrid>ragtune-SOURCE fuse=W``: that reranker blended with the hybrid scores at the weight that did best on the
   validation split (as ``ragtune run`` chooses; shown when a blend beat the reranker alone there).
 
+Validation ranks the validation documents among ``--distractors`` training documents (default 2,000, as
+``ragtune run``'s ``generate.val_distractors``), so that it is not nearly solved by the first stage alone; runs
+recorded before 2026-12-03 ranked the validation documents only (``--distractors 0``).
+
 Each reranker trains in its own process (runtime and peak memory are its own). Latency percentiles are per query,
 first stage included::
 
@@ -42,6 +46,7 @@ from _common import (  # noqa: E402
 
 def worker(args: argparse.Namespace) -> None:
     from ragtune.config import EvalConfig
+    from ragtune.data.split import with_distractors
     from ragtune.evaluate.harness import evaluate_systems
     from ragtune.pipeline import FUSE_WEIGHTS
     from ragtune.retrieval.rerank import rerank_spec
@@ -52,6 +57,8 @@ def worker(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     ds = load_train_source(Path(args.data), args.source, args.filter)
     train, val = split_by_document(ds, max_pairs=args.max_pairs)
+    val, added = with_distractors(val, train.corpus, args.distractors)
+    print(f"validation: {len(val.queries)} queries over {len(val.corpus)} documents ({added} distractors)", flush=True)
     fields = {"base": args.reranker_base, "first_stage": f"hybrid:{args.base}", **json.loads(args.config or "{}")}
     if args.reuse and (out / "result.json").is_file():  # a model trained by an earlier run into this --out
         info = json.loads((out / "result.json").read_text())
@@ -65,13 +72,14 @@ def worker(args: argparse.Namespace) -> None:
         info.update(peak_memory())
     # as `ragtune run` does: on the validation split, the reranker alone or blended with the hybrid scores
     first, depth = fields["first_stage"], min(args.top_k, len(val.corpus))
-    if not (args.reuse and info.get("fuse_depth") == depth):
+    if not (args.reuse and info.get("fuse_depth") == depth and info.get("val_distractors", 0) == added):
         specs = {"hybrid": first, "rerank": rerank_spec(first, info["model"], k=depth)}
         specs.update({f"fuse={w:g}": rerank_spec(first, info["model"], k=depth, fuse=w) for w in FUSE_WEIGHTS})
         report = evaluate_systems(val, specs, EvalConfig(bootstrap=0))
         info["val_ndcg@10"] = {name: round(r.means["ndcg@10"], 4) for name, r in report.systems.items()}
         best = max(list(specs)[1:], key=lambda name: info["val_ndcg@10"][name])
         info["fuse"], info["fuse_depth"] = float(best.partition("=")[2] or 0.0), depth
+        info["val_distractors"] = added
     (out / "result.json").write_text(json.dumps(info, indent=2, default=str))
 
 
@@ -87,6 +95,8 @@ def main() -> None:
     ap.add_argument("--onnx", default="msmarco-onnx", help="zero-shot ONNX reranker ('' to skip)")
     ap.add_argument("--top-k", type=int, default=100)
     ap.add_argument("--max-pairs", type=int)
+    ap.add_argument("--distractors", type=int, default=2000,
+                    help="training documents added to the validation corpus (0: the validation documents only)")
     ap.add_argument("--filter", default="", help=FILTER_HELP)
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--reuse", action="store_true", help="evaluate the rerankers an earlier run trained into --out "
@@ -109,7 +119,8 @@ def main() -> None:
     for source in [s for s in args.sources.split(",") if s]:
         out = root / source
         cmd = ["--worker", "--data", args.data, "--source", source, "--out", str(out), "--base", args.base,
-               "--reranker-base", args.reranker_base, "--config", args.config, "--top-k", str(args.top_k)]
+               "--reranker-base", args.reranker_base, "--config", args.config, "--top-k", str(args.top_k),
+               "--distractors", str(args.distractors)]
         if args.max_pairs:
             cmd += ["--max-pairs", str(args.max_pairs)]
         if args.filter:
