@@ -12,7 +12,7 @@ On a BEIR set's test qrels (and a set from another domain with ``--cross``), one
   validation split (as ``ragtune run`` chooses; shown when a blend beat the reranker alone there).
 
 Validation ranks the validation documents among ``--distractors`` training documents (default 2,000, as
-``ragtune run``'s ``generate.val_distractors``), so that it is not nearly solved by the first stage alone; runs
+``ragtune run``'s ``generate.val_distractors``), so that it ranks the way ``ragtune run``'s validation does; runs
 recorded before 2026-12-03 ranked the validation documents only (``--distractors 0``).
 
 Each reranker trains in its own process (runtime and peak memory are its own). Latency percentiles are per query,
