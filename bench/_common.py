@@ -44,15 +44,38 @@ def filter_source(ds: BeirDataset, fields: dict[str, Any]) -> BeirDataset:
     return BeirDataset(ds.corpus, kept.queries, kept.qrels, name=ds.name)
 
 
+def validation_documents(ds: BeirDataset, val_fraction: float = 0.1, seed: int = 42) -> set[str]:
+    """The documents :func:`split_by_document` holds out for validation."""
+    docs = sorted(ds.corpus)
+    random.Random(seed).shuffle(docs)
+    return set(docs[: max(1, int(len(docs) * val_fraction))])
+
+
+def with_ict(train: BeirDataset, n_docs: int, exclude: set[str], seed: int = 42) -> BeirDataset:
+    """``train`` plus inverse-cloze pseudo-queries (ragtune's no-LLM generator, one sentence per document, cut from
+    its passage 90 % of the time) for ``n_docs`` documents drawn at random outside ``exclude``."""
+    from ragtune.generate.pseudo import ict_queries
+
+    pool = sorted(d for d in train.corpus if d not in exclude)
+    picked = random.Random(seed).sample(pool, min(n_docs, len(pool)))
+    ict = ict_queries({d: train.corpus[d] for d in picked}, per_chunk=1, seed=seed)
+    print(f"ict: {len(ict.queries)} pseudo-queries from {len(picked)} training documents added to "
+          f"{len(train.queries)} queries", flush=True)
+    return BeirDataset(train.corpus, {**train.queries, **ict.queries}, {**train.qrels, **ict.qrels},
+                       {**train.query_metadata, **ict.metadata}, name=f"{train.name}+ict")
+
+
 def split_by_document(ds: BeirDataset, val_fraction: float = 0.1, seed: int = 42, max_pairs: int | None = None,
-                      full_val_corpus: bool = False) -> tuple[BeirDataset, BeirDataset]:
+                      full_val_corpus: bool = False, val_queries: int | None = None) -> tuple[BeirDataset, BeirDataset]:
     """Train / validation sets whose positives lie in disjoint documents (a query goes to validation when any of
     its positives is a validation document). Training keeps the whole corpus (negatives come from it);
     validation ranks the validation documents only (``full_val_corpus`` ranks all; ``ragtune run`` adds training
-    documents as distractors, see :func:`ragtune.data.split.with_distractors`)."""
-    docs = sorted(ds.corpus)
-    random.Random(seed).shuffle(docs)
-    val_docs = set(docs[: max(1, int(len(docs) * val_fraction))])
+    documents as distractors, see :func:`ragtune.data.split.with_distractors`).
+
+    ``max_pairs`` keeps the first training queries by id and, unless ``val_queries`` says otherwise, a tenth as
+    many validation queries (at least 10); ``val_queries`` keeps that many validation queries (0: all of them, as
+    ``ragtune run`` validates)."""
+    val_docs = validation_documents(ds, val_fraction, seed)
     train_q, val_q = {}, {}
     for qid, judged in ds.qrels.items():
         positives = {d for d, s in judged.items() if s > 0}
@@ -60,9 +83,10 @@ def split_by_document(ds: BeirDataset, val_fraction: float = 0.1, seed: int = 42
             continue
         (val_q if positives & val_docs else train_q)[qid] = {d: 1 for d in positives}
     if max_pairs:
-        keep = sorted(train_q)[:max_pairs]
-        train_q = {q: train_q[q] for q in keep}
-        val_q = {q: val_q[q] for q in sorted(val_q)[: max(10, max_pairs // 10)]}
+        train_q = {q: train_q[q] for q in sorted(train_q)[:max_pairs]}
+    n_val = max(10, max_pairs // 10) if val_queries is None and max_pairs else val_queries
+    if n_val:
+        val_q = {q: val_q[q] for q in sorted(val_q)[:n_val]}
     train = BeirDataset(ds.corpus, {q: ds.queries[q] for q in train_q}, train_q, name=f"{ds.name}-train")
     val_corpus = ds.corpus if full_val_corpus else {d: ds.corpus[d] for d in sorted(val_docs)}
     val = BeirDataset(val_corpus, {q: ds.queries[q] for q in val_q}, val_q, name=f"{ds.name}-val")

@@ -15,6 +15,8 @@ ragtune's evaluator on the set's test qrels and on a set from another domain (``
 - ``--monitor`` also scores, at every validation step, what the checkpoint choice cannot see: the validation claims
   against the whole corpus, the test set, ragtune's general check set and the ``--cross`` set (logged in the
   training log and printed as one curve per recipe; they never pick the checkpoint).
+- ``--ict N`` adds inverse-cloze pseudo-queries (sentences of N training documents, ragtune's no-LLM generator)
+  to the training questions of ragtune's rows: declarative sentences beside the generator's questions.
 - ``--keep-last`` trains without validation and keeps the last step (the guard still checks on validation).
 - ``--unguarded`` also scores the fine-tuned model itself whenever the guard handed over a weight mix or the base,
   so the table shows what the guard traded away on the test set for what it kept on the general check set.
@@ -44,6 +46,8 @@ from _common import (  # noqa: E402
     peak_memory,
     run_worker,
     split_by_document,
+    validation_documents,
+    with_ict,
 )
 
 LI_BATCH, LI_EPOCHS = 10, 2
@@ -79,7 +83,10 @@ def ragtune_recipe(args: argparse.Namespace, out: Path) -> dict:
     from ragtune.train.guard import GuardConfig, guard_model
 
     ds = load_train_source(Path(args.data), args.source, args.filter)
-    train, val = split_by_document(ds, max_pairs=args.max_pairs, full_val_corpus=args.full_val_corpus)
+    train, val = split_by_document(ds, max_pairs=args.max_pairs, full_val_corpus=args.full_val_corpus,
+                                   val_queries=args.val_queries)
+    if args.ict:
+        train = with_ict(train, args.ict, validation_documents(ds))
     overrides = json.loads(args.config or "{}")
     if args.teacher and "teacher" not in overrides and overrides.get("loss") in ("margin-mse", "kl"):
         overrides["teacher"] = args.teacher
@@ -126,6 +133,12 @@ def main() -> None:
     ap.add_argument("--teacher-by-source", action="append", default=[], help="SOURCE=PATH (overrides --teacher)")
     ap.add_argument("--max-pairs", type=int, help="cap training pairs (smoke tests)")
     ap.add_argument("--filter", default="", help=FILTER_HELP)
+    ap.add_argument("--val-queries", type=int,
+                    help="validation questions of ragtune's rows (0: all; default: a tenth of --max-pairs, at least "
+                         "10, or all without it)")
+    ap.add_argument("--ict", type=int, default=0,
+                    help="ragtune rows only: add inverse-cloze pseudo-queries of this many training documents "
+                         "(drawn at random) to the training questions; validation stays as it is")
     ap.add_argument("--full-val-corpus", action="store_true",
                     help="validation (early stopping and the guard) ranks against every document of the set, "
                          "not only the validation documents")
@@ -176,6 +189,10 @@ def main() -> None:
                 cmd += ["--max-pairs", str(args.max_pairs)]
             if args.filter:
                 cmd += ["--filter", args.filter]
+            if args.val_queries is not None:
+                cmd += ["--val-queries", str(args.val_queries)]
+            if args.ict and recipe != "llamaindex":
+                cmd += ["--ict", str(args.ict)]
             if args.full_val_corpus:
                 cmd.append("--full-val-corpus")
             if args.keep_last:

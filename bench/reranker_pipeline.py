@@ -13,7 +13,9 @@ On a BEIR set's test qrels (and a set from another domain with ``--cross``), one
 
 Validation ranks the validation documents among ``--distractors`` training documents (default 2,000, as
 ``ragtune run``'s ``generate.val_distractors``), so that it ranks the way ``ragtune run``'s validation does; runs
-recorded before 2026-12-03 ranked the validation documents only (``--distractors 0``).
+recorded before 2026-12-03 ranked the validation documents only (``--distractors 0``). ``--val-queries`` sets how
+many validation questions do the choosing (0: all of them, as ``ragtune run`` does; by default a tenth of
+``--max-pairs``).
 
 Each reranker trains in its own process (runtime and peak memory are its own). Latency percentiles are per query,
 first stage included::
@@ -41,6 +43,7 @@ from _common import (  # noqa: E402
     peak_memory,
     run_worker,
     split_by_document,
+    validation_documents,
 )
 
 
@@ -48,6 +51,7 @@ def worker(args: argparse.Namespace) -> None:
     from ragtune.config import EvalConfig
     from ragtune.data.split import with_distractors
     from ragtune.evaluate.harness import evaluate_systems
+    from ragtune.generate.pseudo import eval_set
     from ragtune.pipeline import FUSE_WEIGHTS
     from ragtune.retrieval.rerank import rerank_spec
     from ragtune.train.reranker import RerankerTrainConfig, train_reranker
@@ -56,7 +60,7 @@ def worker(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     ds = load_train_source(Path(args.data), args.source, args.filter)
-    train, val = split_by_document(ds, max_pairs=args.max_pairs)
+    train, val = split_by_document(ds, max_pairs=args.max_pairs, val_queries=args.val_queries)
     val, added = with_distractors(val, train.corpus, args.distractors)
     print(f"validation: {len(val.queries)} queries over {len(val.corpus)} documents ({added} distractors)", flush=True)
     fields = {"base": args.reranker_base, "first_stage": f"hybrid:{args.base}", **json.loads(args.config or "{}")}
@@ -70,16 +74,23 @@ def worker(args: argparse.Namespace) -> None:
                 "train_s": round(time.perf_counter() - t0, 1),
                 **{k: v for k, v in result.to_dict().items() if k not in ("model_dir", "losses", "evals")}}
         info.update(peak_memory())
-    # as `ragtune run` does: on the validation split, the reranker alone or blended with the hybrid scores
-    first, depth = fields["first_stage"], min(args.top_k, len(val.corpus))
-    if not (args.reuse and info.get("fuse_depth") == depth and info.get("val_distractors", 0) == added):
+    # as `ragtune run` does (with --choose-on gen): on the validation split, the reranker alone or blended with the
+    # hybrid scores
+    first = fields["first_stage"]
+    if args.choose_on == "ict":  # declarative sentences cut from the validation documents, not the generator's
+        val, added = with_distractors(eval_set({d: ds.corpus[d] for d in sorted(validation_documents(ds))}),
+                                      train.corpus, args.distractors)
+        print(f"choice on ICT: {len(val.queries)} sentences over {len(val.corpus)} documents", flush=True)
+    depth = min(args.top_k, len(val.corpus))
+    if not (args.reuse and info.get("fuse_depth") == depth and info.get("val_distractors", 0) == added
+            and info.get("val_queries") == len(val.queries) and info.get("choose_on", "gen") == args.choose_on):
         specs = {"hybrid": first, "rerank": rerank_spec(first, info["model"], k=depth)}
         specs.update({f"fuse={w:g}": rerank_spec(first, info["model"], k=depth, fuse=w) for w in FUSE_WEIGHTS})
         report = evaluate_systems(val, specs, EvalConfig(bootstrap=0))
         info["val_ndcg@10"] = {name: round(r.means["ndcg@10"], 4) for name, r in report.systems.items()}
         best = max(list(specs)[1:], key=lambda name: info["val_ndcg@10"][name])
         info["fuse"], info["fuse_depth"] = float(best.partition("=")[2] or 0.0), depth
-        info["val_distractors"] = added
+        info["val_distractors"], info["val_queries"], info["choose_on"] = added, len(val.queries), args.choose_on
     (out / "result.json").write_text(json.dumps(info, indent=2, default=str))
 
 
@@ -97,6 +108,13 @@ def main() -> None:
     ap.add_argument("--max-pairs", type=int)
     ap.add_argument("--distractors", type=int, default=2000,
                     help="training documents added to the validation corpus (0: the validation documents only)")
+    ap.add_argument("--val-queries", type=int,
+                    help="validation questions that choose the blend (0: all, as ragtune run does; default: a tenth "
+                         "of --max-pairs, at least 10, or all without it)")
+    ap.add_argument("--choose-on", choices=("gen", "ict"), default="gen",
+                    help="what chooses the blend: the validation split's questions (gen), or inverse-cloze "
+                         "sentences cut from the validation documents (ict: one per document, the sentence removed "
+                         "from its document, the same distractors)")
     ap.add_argument("--filter", default="", help=FILTER_HELP)
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--reuse", action="store_true", help="evaluate the rerankers an earlier run trained into --out "
@@ -123,8 +141,12 @@ def main() -> None:
                "--distractors", str(args.distractors)]
         if args.max_pairs:
             cmd += ["--max-pairs", str(args.max_pairs)]
+        if args.val_queries is not None:
+            cmd += ["--val-queries", str(args.val_queries)]
         if args.filter:
             cmd += ["--filter", args.filter]
+        if args.choose_on != "gen":
+            cmd += ["--choose-on", args.choose_on]
         if args.reuse:
             cmd.append("--reuse")
         print(f"[{time.strftime('%H:%M:%S')}] training reranker on {source}", flush=True)
