@@ -11,11 +11,12 @@ On a BEIR set's test qrels (and a set from another domain with ``--cross``), one
 - ``hybrid>ragtune-SOURCE fuse=W``: that reranker blended with the hybrid scores at the weight that did best on the
   validation split (as ``ragtune run`` chooses; shown when a blend beat the reranker alone there).
 
-Validation ranks the validation documents among ``--distractors`` training documents (default 2,000, as
-``ragtune run``'s ``generate.val_distractors``), so that it ranks the way ``ragtune run``'s validation does; runs
-recorded before 2026-12-03 ranked the validation documents only (``--distractors 0``). ``--val-queries`` sets how
-many validation questions do the choosing (0: all of them, as ``ragtune run`` does; by default a tenth of
-``--max-pairs``).
+Validation is built as ``ragtune run`` builds it (``--validation ict``): one sentence cut out of each validation
+document (``ragtune.generate.eval_set``), ranked among ``--distractors`` training documents (default 2,000, as
+``generate.val_distractors``). ``--validation gen`` validates on the validation documents' own training questions
+instead (``--val-queries`` of them; 0: all, default a tenth of ``--max-pairs``), as the runs recorded before
+2026-12-03 (sixteenth session) did; those before the fifteenth session also ranked the validation documents alone
+(``--distractors 0``).
 
 Each reranker trains in its own process (runtime and peak memory are its own). Latency percentiles are per query,
 first stage included::
@@ -61,8 +62,11 @@ def worker(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     ds = load_train_source(Path(args.data), args.source, args.filter)
     train, val = split_by_document(ds, max_pairs=args.max_pairs, val_queries=args.val_queries)
+    if args.validation == "ict":  # as `ragtune run`: a sentence cut from each validation document, not questions
+        val = eval_set({d: ds.corpus[d] for d in sorted(validation_documents(ds))}, name=f"{ds.name}-val-ict")
     val, added = with_distractors(val, train.corpus, args.distractors)
-    print(f"validation: {len(val.queries)} queries over {len(val.corpus)} documents ({added} distractors)", flush=True)
+    print(f"validation ({args.validation}): {len(val.queries)} queries over {len(val.corpus)} documents ({added} "
+          "distractors)", flush=True)
     fields = {"base": args.reranker_base, "first_stage": f"hybrid:{args.base}", **json.loads(args.config or "{}")}
     if args.reuse and (out / "result.json").is_file():  # a model trained by an earlier run into this --out
         info = json.loads((out / "result.json").read_text())
@@ -74,23 +78,17 @@ def worker(args: argparse.Namespace) -> None:
                 "train_s": round(time.perf_counter() - t0, 1),
                 **{k: v for k, v in result.to_dict().items() if k not in ("model_dir", "losses", "evals")}}
         info.update(peak_memory())
-    # as `ragtune run` does (with --choose-on gen): on the validation split, the reranker alone or blended with the
-    # hybrid scores
-    first = fields["first_stage"]
-    if args.choose_on == "ict":  # declarative sentences cut from the validation documents, not the generator's
-        val, added = with_distractors(eval_set({d: ds.corpus[d] for d in sorted(validation_documents(ds))}),
-                                      train.corpus, args.distractors)
-        print(f"choice on ICT: {len(val.queries)} sentences over {len(val.corpus)} documents", flush=True)
-    depth = min(args.top_k, len(val.corpus))
+    # as `ragtune run` does: on the validation split, the reranker alone or blended with the hybrid scores
+    first, depth = fields["first_stage"], min(args.top_k, len(val.corpus))
     if not (args.reuse and info.get("fuse_depth") == depth and info.get("val_distractors", 0) == added
-            and info.get("val_queries") == len(val.queries) and info.get("choose_on", "gen") == args.choose_on):
+            and info.get("val_queries") == len(val.queries) and info.get("validation", "gen") == args.validation):
         specs = {"hybrid": first, "rerank": rerank_spec(first, info["model"], k=depth)}
         specs.update({f"fuse={w:g}": rerank_spec(first, info["model"], k=depth, fuse=w) for w in FUSE_WEIGHTS})
         report = evaluate_systems(val, specs, EvalConfig(bootstrap=0))
         info["val_ndcg@10"] = {name: round(r.means["ndcg@10"], 4) for name, r in report.systems.items()}
         best = max(list(specs)[1:], key=lambda name: info["val_ndcg@10"][name])
         info["fuse"], info["fuse_depth"] = float(best.partition("=")[2] or 0.0), depth
-        info["val_distractors"], info["val_queries"], info["choose_on"] = added, len(val.queries), args.choose_on
+        info["val_distractors"], info["val_queries"], info["validation"] = added, len(val.queries), args.validation
     (out / "result.json").write_text(json.dumps(info, indent=2, default=str))
 
 
@@ -109,12 +107,12 @@ def main() -> None:
     ap.add_argument("--distractors", type=int, default=2000,
                     help="training documents added to the validation corpus (0: the validation documents only)")
     ap.add_argument("--val-queries", type=int,
-                    help="validation questions that choose the blend (0: all, as ragtune run does; default: a tenth "
-                         "of --max-pairs, at least 10, or all without it)")
-    ap.add_argument("--choose-on", choices=("gen", "ict"), default="gen",
-                    help="what chooses the blend: the validation split's questions (gen), or inverse-cloze "
-                         "sentences cut from the validation documents (ict: one per document, the sentence removed "
-                         "from its document, the same distractors)")
+                    help="with --validation gen: how many validation questions (0: all; default: a tenth of "
+                         "--max-pairs, at least 10, or all without it)")
+    ap.add_argument("--validation", choices=("ict", "gen"), default="ict",
+                    help="what picks the checkpoint and the blend: one inverse-cloze sentence cut from each "
+                         "validation document (ict, as ragtune run validates) or the validation documents' own "
+                         "training questions (gen; runs recorded before 2026-12-03, sixteenth session)")
     ap.add_argument("--filter", default="", help=FILTER_HELP)
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--reuse", action="store_true", help="evaluate the rerankers an earlier run trained into --out "
@@ -145,8 +143,7 @@ def main() -> None:
             cmd += ["--val-queries", str(args.val_queries)]
         if args.filter:
             cmd += ["--filter", args.filter]
-        if args.choose_on != "gen":
-            cmd += ["--choose-on", args.choose_on]
+        cmd += ["--validation", args.validation]
         if args.reuse:
             cmd.append("--reuse")
         print(f"[{time.strftime('%H:%M:%S')}] training reranker on {source}", flush=True)
