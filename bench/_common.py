@@ -69,12 +69,12 @@ def split_by_document(ds: BeirDataset, val_fraction: float = 0.1, seed: int = 42
                       full_val_corpus: bool = False, val_queries: int | None = None) -> tuple[BeirDataset, BeirDataset]:
     """Train / validation sets whose positives lie in disjoint documents (a query goes to validation when any of
     its positives is a validation document). Training keeps the whole corpus (negatives come from it);
-    validation ranks the validation documents only (``full_val_corpus`` ranks all; ``ragtune run`` adds training
-    documents as distractors, see :func:`ragtune.data.split.with_distractors`).
+    validation ranks the validation documents only (``full_val_corpus`` ranks all). ``ragtune run`` validates
+    otherwise: on one sentence cut from each validation chunk (:func:`ragtune.generate.eval_set`), among training
+    chunks as distractors (:func:`ragtune.data.split.with_distractors`).
 
     ``max_pairs`` keeps the first training queries by id and, unless ``val_queries`` says otherwise, a tenth as
-    many validation queries (at least 10); ``val_queries`` keeps that many validation queries (0: all of them, as
-    ``ragtune run`` validates)."""
+    many validation queries (at least 10); ``val_queries`` keeps that many validation queries (0: all of them)."""
     val_docs = validation_documents(ds, val_fraction, seed)
     train_q, val_q = {}, {}
     for qid, judged in ds.qrels.items():
