@@ -10,14 +10,20 @@ ragtune's evaluator on the set's test qrels and on a set from another domain (``
 - ``ragtune``: ``ragtune.train_embedding`` with ragtune's default recipe (hard negatives, validation on a
   document-level split, best checkpoint) followed by the forgetting guard.
 - more ragtune variants with ``--variant NAME='{"loss": "kl", ...}'`` (EmbeddingTrainConfig fields).
-- ``--full-val-corpus`` ranks the validation claims against the whole corpus (training documents as distractors)
-  instead of the validation documents alone, for early stopping and for the guard.
+- ``--validation ict`` (the default) validates as ``ragtune run`` does, for early stopping and for the guard: one
+  sentence cut out of each validation document (``ragtune.generate.eval_set``), ranked among ``--distractors``
+  training documents (default 2,000, as ``generate.val_distractors``). ``--validation gen`` validates on the
+  validation documents' own questions (``--val-queries`` of them) ranked among the validation documents alone, as
+  the runs recorded before 2026-12-03 (seventeenth session) did; ``--full-val-corpus`` ranks those against the
+  whole corpus instead.
 - ``--monitor`` also scores, at every validation step, what the checkpoint choice cannot see: the validation claims
   against the whole corpus, the test set, ragtune's general check set and the ``--cross`` set (logged in the
   training log and printed as one curve per recipe; they never pick the checkpoint).
 - ``--ict N`` adds inverse-cloze pseudo-queries (sentences of N training documents, ragtune's no-LLM generator)
   to the training questions of ragtune's rows: declarative sentences beside the generator's questions.
 - ``--keep-last`` trains without validation and keeps the last step (the guard still checks on validation).
+- ``--reuse`` takes the model an earlier run trained into ``--out`` (its ``result.json``; copy one there) and runs
+  only the guard again, into ``guard-VALIDATION``.
 - ``--unguarded`` also scores the fine-tuned model itself whenever the guard handed over a weight mix or the base,
   so the table shows what the guard traded away on the test set for what it kept on the general check set.
 
@@ -79,12 +85,26 @@ def li_recipe(args: argparse.Namespace, out: Path) -> dict:
 
 def ragtune_recipe(args: argparse.Namespace, out: Path) -> dict:
     from ragtune.config import EmbeddingTrainConfig
+    from ragtune.data.split import with_distractors
+    from ragtune.generate.pseudo import eval_set
     from ragtune.train.embedding import train_embedding
     from ragtune.train.guard import GuardConfig, guard_model
 
     ds = load_train_source(Path(args.data), args.source, args.filter)
     train, val = split_by_document(ds, max_pairs=args.max_pairs, full_val_corpus=args.full_val_corpus,
                                    val_queries=args.val_queries)
+    if args.validation == "ict":  # as `ragtune run`: a sentence cut from each validation document, among distractors
+        val = eval_set({d: ds.corpus[d] for d in sorted(validation_documents(ds))}, name=f"{ds.name}-val-ict")
+        val, added = with_distractors(val, train.corpus, args.distractors)
+        print(f"validation (ict): {len(val.queries)} sentences over {len(val.corpus)} documents ({added} "
+              "distractors)", flush=True)
+    if args.reuse and (out / "result.json").is_file():  # only the guard again, on this run's validation
+        info = json.loads((out / "result.json").read_text())
+        print(f"reusing {info['trained_model']}", flush=True)
+        guard = guard_model(args.base, info["trained_model"], val, out / f"guard-{args.validation}", GuardConfig())
+        return {**info, "model": str(guard.model_dir), "guard": guard.decision, "alpha": guard.alpha,
+                "validation": args.validation, "guard_s": round(guard.seconds, 1), "guard_message": guard.message,
+                "guard_scores": guard.scores}
     if args.ict:
         train = with_ict(train, args.ict, validation_documents(ds))
     overrides = json.loads(args.config or "{}")
@@ -104,7 +124,8 @@ def ragtune_recipe(args: argparse.Namespace, out: Path) -> dict:
     result = train_embedding(train, cfg, out / "train", val=None if args.keep_last else val, monitor=monitor)
     guard = guard_model(args.base, str(result.model_dir), val, out / "guard", GuardConfig())
     return {"model": str(guard.model_dir), "trained_model": str(result.model_dir), "pairs": result.n_pairs,
-            "steps": result.steps,
+            "guard_message": guard.message, "guard_scores": guard.scores,
+            "steps": result.steps, "validation": args.validation,
             "config": cfg.model_dump(mode="json"), "guard": guard.decision, "alpha": guard.alpha,
             "best_step": getattr(result, "best_step", None), "mining": getattr(result, "mining", None),
             "evals": result.evals}
@@ -115,8 +136,11 @@ def worker(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     info = li_recipe(args, out) if args.worker == "llamaindex" else ragtune_recipe(args, out)
-    info["train_s"] = round(time.perf_counter() - t0, 1)
-    info.update(peak_memory())
+    if args.reuse and "train_s" in info:  # the earlier run's training cost stays; this run's cost beside it
+        info["rerun"] = {"seconds": round(time.perf_counter() - t0, 1), **peak_memory()}
+    else:
+        info["train_s"] = round(time.perf_counter() - t0, 1)
+        info.update(peak_memory())
     (out / "result.json").write_text(json.dumps(info, indent=2, default=str))
 
 
@@ -139,6 +163,15 @@ def main() -> None:
     ap.add_argument("--ict", type=int, default=0,
                     help="ragtune rows only: add inverse-cloze pseudo-queries of this many training documents "
                          "(drawn at random) to the training questions; validation stays as it is")
+    ap.add_argument("--validation", choices=("ict", "gen"), default="ict",
+                    help="what early stopping and the guard validate on: one inverse-cloze sentence cut from each "
+                         "validation document among --distractors training documents (ict, as ragtune run "
+                         "validates) or the validation documents' own questions (gen; runs recorded before "
+                         "2026-12-03, seventeenth session)")
+    ap.add_argument("--distractors", type=int, default=2000,
+                    help="with --validation ict: training documents added to the validation corpus")
+    ap.add_argument("--reuse", action="store_true",
+                    help="run only the guard again on the model an earlier run trained into --out")
     ap.add_argument("--full-val-corpus", action="store_true",
                     help="validation (early stopping and the guard) ranks against every document of the set, "
                          "not only the validation documents")
@@ -195,6 +228,10 @@ def main() -> None:
                 cmd += ["--ict", str(args.ict)]
             if args.full_val_corpus:
                 cmd.append("--full-val-corpus")
+            if recipe != "llamaindex":
+                cmd += ["--validation", args.validation, "--distractors", str(args.distractors)]
+                if args.reuse:
+                    cmd.append("--reuse")
             if args.keep_last:
                 cmd.append("--keep-last")
             if args.monitor:

