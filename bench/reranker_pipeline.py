@@ -183,11 +183,12 @@ def main() -> None:
                 systems[f"served-{source}: {chosen}"] = specs[chosen]
     evals = {"test": evaluate_models(Path(args.data), {"dense": systems.pop("dense"), **systems},
                                      bootstrap=args.bootstrap)}
-    if args.cross:
+    summary = {"device": device_name(), "data": args.data, "cross": args.cross, "results": results, "evals": evals}
+    if args.cross:  # the test table first: the cross set takes as long again
+        print(table(summary), flush=True)
         systems["dense"] = f"dense:{args.base}"
         evals["cross"] = evaluate_models(Path(args.cross), {"dense": systems.pop("dense"), **systems},
                                          bootstrap=args.bootstrap)
-    summary = {"device": device_name(), "data": args.data, "cross": args.cross, "results": results, "evals": evals}
     (root / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     print(table(summary))
 
