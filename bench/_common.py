@@ -51,6 +51,16 @@ def validation_documents(ds: BeirDataset, val_fraction: float = 0.1, seed: int =
     return set(docs[: max(1, int(len(docs) * val_fraction))])
 
 
+def ict_validation(ds: BeirDataset, train: BeirDataset, distractors: int) -> tuple[BeirDataset, int]:
+    """Validation as ``ragtune run`` builds it: one sentence cut out of each validation document of ``ds``
+    (``ragtune.generate.eval_set``), ranked among ``distractors`` documents of ``train``; and how many were added."""
+    from ragtune.data.split import with_distractors
+    from ragtune.generate.pseudo import eval_set
+
+    val = eval_set({d: ds.corpus[d] for d in sorted(validation_documents(ds))}, name=f"{ds.name}-val-ict")
+    return with_distractors(val, train.corpus, distractors)
+
+
 def with_ict(train: BeirDataset, n_docs: int, exclude: set[str], seed: int = 42) -> BeirDataset:
     """``train`` plus inverse-cloze pseudo-queries (ragtune's no-LLM generator, one sentence per document, cut from
     its passage 90 % of the time) for ``n_docs`` documents drawn at random outside ``exclude``."""

@@ -48,6 +48,7 @@ from _common import (  # noqa: E402
     device_name,
     evaluate_models,
     fmt_ci,
+    ict_validation,
     load_train_source,
     peak_memory,
     run_worker,
@@ -85,8 +86,6 @@ def li_recipe(args: argparse.Namespace, out: Path) -> dict:
 
 def ragtune_recipe(args: argparse.Namespace, out: Path) -> dict:
     from ragtune.config import EmbeddingTrainConfig
-    from ragtune.data.split import with_distractors
-    from ragtune.generate.pseudo import eval_set
     from ragtune.train.embedding import train_embedding
     from ragtune.train.guard import GuardConfig, guard_model
 
@@ -94,8 +93,7 @@ def ragtune_recipe(args: argparse.Namespace, out: Path) -> dict:
     train, val = split_by_document(ds, max_pairs=args.max_pairs, full_val_corpus=args.full_val_corpus,
                                    val_queries=args.val_queries)
     if args.validation == "ict":  # as `ragtune run`: a sentence cut from each validation document, among distractors
-        val = eval_set({d: ds.corpus[d] for d in sorted(validation_documents(ds))}, name=f"{ds.name}-val-ict")
-        val, added = with_distractors(val, train.corpus, args.distractors)
+        val, added = ict_validation(ds, train, args.distractors)
         print(f"validation (ict): {len(val.queries)} sentences over {len(val.corpus)} documents ({added} "
               "distractors)", flush=True)
     if args.reuse and (out / "result.json").is_file():  # only the guard again, on this run's validation

@@ -42,11 +42,11 @@ from _common import (  # noqa: E402
     device_name,
     evaluate_models,
     fmt_ci,
+    ict_validation,
     load_train_source,
     peak_memory,
     run_worker,
     split_by_document,
-    validation_documents,
 )
 
 
@@ -54,7 +54,6 @@ def worker(args: argparse.Namespace) -> None:
     from ragtune.config import EvalConfig
     from ragtune.data.split import with_distractors
     from ragtune.evaluate.harness import evaluate_systems
-    from ragtune.generate.pseudo import eval_set
     from ragtune.pipeline import _pipeline_specs
     from ragtune.train.reranker import RerankerTrainConfig, train_reranker
 
@@ -64,8 +63,9 @@ def worker(args: argparse.Namespace) -> None:
     ds = load_train_source(Path(args.data), args.source, args.filter)
     train, val = split_by_document(ds, max_pairs=args.max_pairs, val_queries=args.val_queries)
     if args.validation == "ict":  # as `ragtune run`: a sentence cut from each validation document, not questions
-        val = eval_set({d: ds.corpus[d] for d in sorted(validation_documents(ds))}, name=f"{ds.name}-val-ict")
-    val, added = with_distractors(val, train.corpus, args.distractors)
+        val, added = ict_validation(ds, train, args.distractors)
+    else:
+        val, added = with_distractors(val, train.corpus, args.distractors)
     print(f"validation ({args.validation}): {len(val.queries)} queries over {len(val.corpus)} documents ({added} "
           "distractors)", flush=True)
     fields = {"base": args.reranker_base, "first_stage": f"hybrid:{args.base}", **json.loads(args.config or "{}")}
