@@ -47,6 +47,8 @@ from _common import (  # noqa: E402
     peak_memory,
     run_worker,
     split_by_document,
+    validation_documents,
+    with_ict,
 )
 
 
@@ -62,6 +64,8 @@ def worker(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     ds = load_train_source(Path(args.data), args.source, args.filter)
     train, val = split_by_document(ds, max_pairs=args.max_pairs, val_queries=args.val_queries)
+    if args.ict:  # ragtune's no-LLM pseudo-queries beside the questions, from training documents only
+        train = with_ict(train, args.ict, validation_documents(ds))
     if args.validation == "ict":  # as `ragtune run`: a sentence cut from each validation document, not questions
         val, added = ict_validation(ds, train, args.distractors)
     else:
@@ -131,6 +135,9 @@ def main() -> None:
                          "validation document (ict, as ragtune run validates) or the validation documents' own "
                          "training questions (gen; runs recorded before 2026-12-03, sixteenth session)")
     ap.add_argument("--filter", default="", help=FILTER_HELP)
+    ap.add_argument("--ict", type=int, default=0,
+                    help="add one inverse-cloze pseudo-query (ragtune's no-LLM generator) from each of N training "
+                         "documents drawn at random to the training queries")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--reuse", action="store_true", help="evaluate the rerankers an earlier run trained into --out "
                                                          "instead of training them again")
@@ -160,6 +167,8 @@ def main() -> None:
             cmd += ["--val-queries", str(args.val_queries)]
         if args.filter:
             cmd += ["--filter", args.filter]
+        if args.ict:
+            cmd += ["--ict", str(args.ict)]
         cmd += ["--validation", args.validation]
         if args.reuse:
             cmd.append("--reuse")
