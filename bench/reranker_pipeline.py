@@ -20,6 +20,9 @@ instead (``--val-queries`` of them; 0: all, default a tenth of ``--max-pairs``),
 2026-12-03 (sixteenth session) did; those before the fifteenth session also ranked the validation documents alone
 (``--distractors 0``).
 
+``--ict N`` adds to the training questions one inverse-cloze sentence (ragtune's no-LLM generator) from each of N
+training documents drawn at random, so the reranker also learns from declarative queries (eighteenth session).
+
 Each reranker trains in its own process (runtime and peak memory are its own). Latency percentiles are per query,
 first stage included::
 
