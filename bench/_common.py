@@ -62,17 +62,14 @@ def ict_validation(ds: BeirDataset, train: BeirDataset, distractors: int) -> tup
 
 
 def with_ict(train: BeirDataset, n_docs: int, exclude: set[str], seed: int = 42) -> BeirDataset:
-    """``train`` plus inverse-cloze pseudo-queries (ragtune's no-LLM generator, one sentence per document, cut from
-    its passage 90 % of the time) for ``n_docs`` documents drawn at random outside ``exclude``."""
-    from ragtune.generate.pseudo import ict_queries
+    """``train`` plus inverse-cloze pseudo-queries for ``n_docs`` documents drawn at random outside ``exclude``
+    (:func:`ragtune.generate.with_ict_queries`, which ``RerankerTrainConfig.ict_ratio`` uses too)."""
+    from ragtune.generate.pseudo import with_ict_queries
 
-    pool = sorted(d for d in train.corpus if d not in exclude)
-    picked = random.Random(seed).sample(pool, min(n_docs, len(pool)))
-    ict = ict_queries({d: train.corpus[d] for d in picked}, per_chunk=1, seed=seed)
-    print(f"ict: {len(ict.queries)} pseudo-queries from {len(picked)} training documents added to "
+    mixed = with_ict_queries(train, n_docs, exclude, seed)
+    print(f"ict: {len(mixed.queries) - len(train.queries)} pseudo-queries from {n_docs} training documents added to "
           f"{len(train.queries)} queries", flush=True)
-    return BeirDataset(train.corpus, {**train.queries, **ict.queries}, {**train.qrels, **ict.qrels},
-                       {**train.query_metadata, **ict.metadata}, name=f"{train.name}+ict")
+    return mixed
 
 
 def split_by_document(ds: BeirDataset, val_fraction: float = 0.1, seed: int = 42, max_pairs: int | None = None,

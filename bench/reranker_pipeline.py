@@ -22,6 +22,8 @@ instead (``--val-queries`` of them; 0: all, default a tenth of ``--max-pairs``),
 
 ``--ict N`` adds to the training questions one inverse-cloze sentence (ragtune's no-LLM generator) from each of N
 training documents drawn at random, so the reranker also learns from declarative queries (eighteenth session).
+``--config '{"ict_ratio": 1}'`` does the same inside ``train_reranker``, as ``ragtune run`` does on LLM questions: one
+per training question, from training documents that no validation query judges.
 
 Each reranker trains in its own process (runtime and peak memory are its own). Latency percentiles are per query,
 first stage included::

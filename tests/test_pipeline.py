@@ -81,6 +81,7 @@ def test_run_resume_and_adapter(tmp_path, tiny_model_path):
     assert judged <= val_chunks
     train_log = json.loads((run_dir / "train/embedding/train-log.json").read_text())
     assert "eval_monitor_general_cosine_ndcg@10" in train_log["evals"][-1]  # the guard's check set, watched
+    assert manifest["steps"]["rerank"]["ict_queries"] == 0  # its questions are pseudo-queries already
 
     # A rerun with an adapter added: everything up to training is reused, the adapter is trained and evaluated.
     result2 = run_pipeline(docs, run_dir, small_config(tiny_model_path, **{"adapter.kind": "linear",
@@ -104,9 +105,13 @@ def test_a_reranker_base_competes_with_its_fine_tuned_self(tmp_path, tiny_model_
     docs = make_docs(tmp_path / "docs")
     run_dir = tmp_path / "run"
     result = run_pipeline(docs, run_dir, small_config(tiny_model_path, **{"reranker.base": tiny_cross_encoder_path,
-                                                                          "embedding.max_steps": 1}))
+                                                                          "embedding.max_steps": 1,
+                                                                          "generate.method": "crop",
+                                                                          "reranker.ict_ratio": 0.5}))
     pipeline = json.loads((run_dir / "rerank/pipeline.json").read_text())
     assert pipeline["base_reranker"] == tiny_cross_encoder_path
+    log = json.loads((run_dir / "train/reranker/train-log.json").read_text())  # an explicit ratio is followed
+    assert log["config"]["ict_ratio"] == 0.5 and 0 < log["ict_queries"] <= (log["n_queries"] + 2) // 3
     val = pipeline["val_ndcg@10"]
     blends = [f"(fuse={w:g})" for w in FUSE_WEIGHTS]
     assert list(val) == ["hybrid", "hybrid+rerank", *(f"hybrid+rerank{b}" for b in blends),
@@ -120,6 +125,18 @@ def test_a_reranker_base_competes_with_its_fine_tuned_self(tmp_path, tiny_model_
     assert pipeline["chosen"] == pipeline["candidates"][best] and phrase in pipeline["message"]
     tested = [name for name in pipeline["candidates"] if "(fuse=" not in name or name == best]  # + the served blend
     assert list(result.report["evaluation"]["systems"])[3:] == tested
+
+
+def test_the_reranker_mixes_in_pseudo_queries_only_beside_llm_questions(tmp_path):
+    from ragtune.generate import GeneratedSet, write_generated
+    from ragtune.pipeline import _default_ict_ratio
+    from ragtune.workspace import Workspace
+
+    ws = Workspace(tmp_path / "run")
+    for method, ratio in (("llm", 1.0), ("ict", 0.0), ("crop", 0.0)):
+        write_generated(GeneratedSet({"q": "a question"}, {"q": {"d": 1}}, {"q": {}}, method=method),
+                        ws.path("generate", "train"))
+        assert _default_ict_ratio(ws) == ratio, method
 
 
 def test_run_bad_input(tmp_path):

@@ -263,6 +263,19 @@ def _pipeline_specs(first: str, rerankers: dict[str, str | Path], config: RunCon
     return specs
 
 
+def _default_ict_ratio(ws: Workspace) -> float:
+    """1 (one inverse-cloze pseudo-query per question, see :class:`ragtune.train.reranker.RerankerTrainConfig`)
+    when an LLM wrote the training questions; 0 when they are pseudo-queries already."""
+    from ragtune.generate.pseudo import load_generated
+
+    method = load_generated(ws.path("generate", "train")).method
+    if method == "llm":
+        logger.info("rerank: one inverse-cloze pseudo-query per LLM question joins the reranker's training "
+                    "queries (reranker.ict_ratio sets another ratio; 0 turns it off)")
+        return 1.0
+    return 0.0
+
+
 def _rerank(ws: Workspace, config: RunConfig, model_dir: Path) -> dict[str, Any]:
     """Train a cross-encoder on the train split (negatives mined by the hybrid first stage over the fine-tuned
     model), then serve whichever of ``hybrid``, ``hybrid>rerank``, ``hybrid>rerank:BASE`` (when the base was a
@@ -279,6 +292,8 @@ def _rerank(ws: Workspace, config: RunConfig, model_dir: Path) -> dict[str, Any]
     rcfg = config.reranker
     if rcfg.first_stage == "hybrid":
         rcfg = rcfg.model_copy(update={"first_stage": first})
+    if rcfg.ict_ratio is None:
+        rcfg = rcfg.model_copy(update={"ict_ratio": _default_ict_ratio(ws)})
     if rcfg.max_seconds is None and rcfg.max_steps is None and not _has_cuda():
         rcfg = rcfg.model_copy(update={"max_seconds": CPU_RERANK_BUDGET_S})
         logger.info("rerank: no GPU, so reranker training stops after %d s (reranker.max_seconds sets another "
@@ -317,8 +332,8 @@ def _rerank(ws: Workspace, config: RunConfig, model_dir: Path) -> dict[str, Any]
         choice["message"] = "no validation split: the reranked pipeline is kept without a check"
     atomic_write_json(ws.path("rerank", "pipeline.json"), choice)
     ws.manifest["pipeline"] = choice
-    return {"steps": result.steps, "best_step": result.best_step, "chosen": choice["chosen"],
-            "message": choice["message"]}
+    return {"steps": result.steps, "best_step": result.best_step, "ict_queries": result.ict_queries,
+            "chosen": choice["chosen"], "message": choice["message"]}
 
 
 def _adapter(ws: Workspace, config: RunConfig) -> dict[str, Any]:

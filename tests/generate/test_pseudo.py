@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from ragtune.config import GenerateConfig
-from ragtune.data.beir import load_beir, load_corpus
+from ragtune.data.beir import BeirDataset, load_beir, load_corpus
 from ragtune.errors import ConfigError, DataFormatError
 from ragtune.generate import (
     GeneratedSet,
@@ -18,6 +18,7 @@ from ragtune.generate import (
     ict_queries,
     load_generated,
     sentence_spans,
+    with_ict_queries,
     write_generated,
 )
 
@@ -103,6 +104,28 @@ def test_eval_set_removes_the_query_sentence_and_keeps_distractors():
     assert len([q for q in two.queries if q.startswith("b-")]) == 2  # never all three sentences
     with pytest.raises(DataFormatError, match="two or more sentences"):
         eval_set({"x": {"title": "", "text": "no sentences here"}})
+
+
+def test_with_ict_queries_adds_one_sentence_per_drawn_document_outside_the_excluded():
+    corpus = {f"{k}{i}": CORPUS[k] for k in ("a", "b") for i in range(5)}
+    ds = BeirDataset(corpus, {"q1": "how do plants eat"}, {"q1": {"a0": 1}}, {"q1": {"method": "llm"}}, name="t")
+    mixed = with_ict_queries(ds, 4, exclude={"a1", "b1", "b2"}, seed=5)
+    added = [q for q in mixed.queries if q != "q1"]
+    assert len(added) == 4 and mixed.name == "t+ict" and mixed.query_metadata["q1"] == {"method": "llm"}
+    docs = [d for q in added for d in mixed.qrels[q]]
+    assert len(set(docs)) == 4 and not set(docs) & {"a1", "b1", "b2"}
+    for q in added:
+        (doc,) = mixed.qrels[q]
+        assert q == f"{doc}-ict0" and mixed.queries[q] in corpus[doc]["text"]  # the sentence stays in its document
+        assert mixed.query_metadata[q]["method"] == "ict"
+    assert mixed.queries == with_ict_queries(ds, 4, exclude={"a1", "b1", "b2"}, seed=5).queries
+    assert ds.queries == {"q1": "how do plants eat"}  # the input is left as it was
+    assert len(with_ict_queries(ds, 100).queries) == 1 + len(corpus)  # at most one per document
+    taken = BeirDataset(corpus, {"a0-ict0": "kept"}, {"a0-ict0": {"a0": 1}}, name="t")
+    assert with_ict_queries(taken, 100).queries["a0-ict0"] == "kept"  # an id in use keeps its query
+    assert with_ict_queries(ds, 0).queries == ds.queries
+    with pytest.raises(DataFormatError, match="n_docs"):
+        with_ict_queries(ds, -1)
 
 
 def test_generate_queries_dispatch(caplog, monkeypatch):

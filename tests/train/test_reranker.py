@@ -116,6 +116,31 @@ def test_bce_with_mining_validation_and_early_stopping_via_cli(toy_beir, tiny_cr
     assert scorer.predict([("a query", "a passage")]).shape == (1,)
 
 
+def test_inverse_cloze_pseudo_queries_join_the_training_queries(toy_beir, tiny_cross_encoder_path, tmp_path):
+    ds = load_beir(toy_beir)
+    val = BeirDataset(ds.corpus, {"v": "x"}, {"v": {"d1": 1}}, name="val")  # d1 is judged in validation
+    cfg = RerankerTrainConfig(base=tiny_cross_encoder_path, first_stage="bm25", negatives=2, max_steps=1,
+                              max_length=32, ict_ratio=1.0, val_top_k=4)
+    result = train_reranker(ds, cfg, tmp_path / "out", val=val, device="cpu")
+    n_docs = len(ds.corpus) - 1
+    assert result.ict_queries == min(len(ds.queries), n_docs) == 5
+    assert result.n_queries == len(ds.queries) + result.ict_queries
+    assert result.mining["queries"] == result.n_queries  # the pseudo-queries got mined negatives too
+    log = json.loads((tmp_path / "out" / "train-log.json").read_text())
+    assert log["ict_queries"] == result.ict_queries and log["config"]["ict_ratio"] == 1.0
+    from ragtune.train.reranker import _add_ict
+
+    mixed, added = _add_ict(ds, cfg, len(ds.queries), val)  # what training got: none from a validation document
+    assert added == result.ict_queries and {d for q in mixed.qrels if q not in ds.qrels for d in mixed.qrels[q]} \
+        == set(ds.corpus) - {"d1"}
+    plain = train_reranker(ds, cfg.model_copy(update={"ict_ratio": None}), tmp_path / "plain", device="cpu")
+    assert plain.ict_queries == 0 and plain.n_queries == len(ds.queries)
+    with pytest.raises(ConfigError, match="ict_ratio"):
+        train_reranker(ds, cfg, tmp_path / "given", negatives={q: [] for q in ds.queries})
+    with pytest.raises(ConfigError, match="ict_ratio"):
+        validate_config(RerankerTrainConfig, {"ict_ratio": -1})
+
+
 def test_bad_training_input_is_reported(tmp_path, guard_set):
     ds = guard_set
     with pytest.raises(DataFormatError, match="no query with text has a judged-relevant"):

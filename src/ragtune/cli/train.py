@@ -322,6 +322,9 @@ def reranker_command(
     val: Path | None = typer.Option(None, "--val", help="BEIR directory for validation nDCG@10 (reranking the "
                                                         "first stage's candidates), best-model selection and "
                                                         "early stopping."),
+    ict_ratio: float | None = typer.Option(None, "--ict-ratio", help="Add this many inverse-cloze pseudo-queries "
+                                                                     "(a sentence of a training document as the "
+                                                                     "query) per judged query [0]."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed [42]."),
     config: Path | None = typer.Option(None, "--config", help="ragtune.yaml; its 'reranker' section is used."),
     as_json: bool = typer.Option(False, "--json", help="Print the training summary as JSON."),
@@ -336,7 +339,7 @@ def reranker_command(
     section = _yaml_section(config, "reranker")
     flags = {"base": base, "loss": loss, "negatives": negatives, "first_stage": first_stage, "epochs": epochs,
              "max_steps": max_steps, "batch_size": batch_size, "learning_rate": lr, "head_learning_rate": head_lr,
-             "max_length": max_length, "seed": seed}
+             "max_length": max_length, "ict_ratio": ict_ratio, "seed": seed}
     section.update({k: v for k, v in flags.items() if v is not None})
     cfg = validate_config(RerankerTrainConfig, section, source=str(config) if config else "reranker options")
     result = train_reranker(load_beir(data, queries=queries, qrels=qrels), cfg, output,
@@ -346,7 +349,8 @@ def reranker_command(
         console.print_json(json.dumps(result.to_dict(), default=str))
         return
     final = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"
-    console.print(f"trained reranker from {cfg.base} ({cfg.loss} loss) on {result.n_queries:,} queries "
+    mixed = f", {result.ict_queries:,} of them inverse-cloze" if result.ict_queries else ""
+    console.print(f"trained reranker from {cfg.base} ({cfg.loss} loss) on {result.n_queries:,} queries{mixed} "
                   f"({result.n_examples:,} examples): {result.steps} steps, final loss {final}, "
                   f"{result.seconds:.0f} s", highlight=False)
     if result.evals:

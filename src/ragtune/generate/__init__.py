@@ -13,6 +13,7 @@ from ragtune.generate.pseudo import (
     ict_queries,
     load_generated,
     sentence_spans,
+    with_ict_queries,
     write_generated,
 )
 
@@ -25,5 +26,6 @@ __all__ = [
     "ict_queries",
     "load_generated",
     "sentence_spans",
+    "with_ict_queries",
     "write_generated",
 ]

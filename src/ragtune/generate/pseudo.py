@@ -19,6 +19,7 @@ import json
 import logging
 import random
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -225,6 +226,23 @@ def eval_set(corpus: Corpus, per_chunk: int = 1, seed: int = 42, name: str = "")
     logger.info("evaluation set: %d ICT queries (sentence removed from its chunk) over %d chunks",
                 len(queries), len(out_corpus))
     return BeirDataset(out_corpus, queries, qrels, meta, name=name)
+
+
+def with_ict_queries(ds: BeirDataset, n_docs: int, exclude: Iterable[str] = (), seed: int = 42) -> BeirDataset:
+    """``ds`` plus inverse-cloze pseudo-queries for ``n_docs`` of its documents, drawn at random (``seed``) from
+    those not in ``exclude``: one sentence each (:func:`ict_queries`, ``per_chunk=1``; a crop for a one-sentence
+    document), judged relevant to its document, which keeps the sentence. Used to train a reranker on generated
+    questions and declarative sentences side by side. A pseudo-query whose id ``ds`` already has is left out."""
+    if n_docs < 0:
+        raise DataFormatError(f"n_docs must be >= 0, got {n_docs}")
+    skip = set(exclude)
+    pool = sorted(d for d in ds.corpus if d not in skip)
+    picked = random.Random(seed).sample(pool, min(n_docs, len(pool)))
+    ict = ict_queries({d: ds.corpus[d] for d in picked}, per_chunk=1, seed=seed)
+    new = [q for q in ict.queries if q not in ds.queries]
+    return BeirDataset(ds.corpus, {**ds.queries, **{q: ict.queries[q] for q in new}},
+                       {**ds.qrels, **{q: ict.qrels[q] for q in new}},
+                       {**ds.query_metadata, **{q: ict.metadata[q] for q in new}}, name=f"{ds.name}+ict")
 
 
 # --- dispatch and files -------------------------------------------------------------------------------------
