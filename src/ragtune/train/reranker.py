@@ -20,13 +20,13 @@ read a query and a passage together. Start from a cross-encoder when there is on
 Negatives: mined with the first stage the reranker will sit behind (``first_stage``, default ``hybrid``) under a
 false-negative guard, unless given; :mod:`ragtune.train.reranker_examples` explains how, and builds the examples.
 
-Pseudo-queries (``ict_ratio``): generated questions are questions, and real queries are often statements (SciFact's
-are claims). ``ict_ratio=1`` adds, per judged query, one inverse-cloze pseudo-query: a sentence of a training
-document drawn at random among those no validation query judges, its document the positive (the sentence stays in
-it). On SciFact a reranker from 350 generated questions plus 350 such sentences scored a little higher on
-validation and test than one from 700 generated questions at the same steps (one run, bench/RESULTS.md), so
-``ragtune run`` uses 1 when an LLM wrote its questions. They
-need mined negatives: with ``negatives`` given, ``ict_ratio`` must be 0.
+Pseudo-queries (``ict_ratio``): an LLM writes questions, while real queries are often statements (SciFact's are
+claims). ``ict_ratio=1`` adds one inverse-cloze pseudo-query per judged query: a sentence of a training document
+drawn at random among those no validation query judges, with that document (the sentence left in it) as the
+positive. On SciFact, 350 generated questions plus 350 such sentences gave a reranker that scored a little higher
+on validation and test than 700 generated questions at the same steps (one run, bench/RESULTS.md), so
+``ragtune run`` uses 1 when an LLM wrote its questions. The pseudo-queries need mined negatives, so with
+``negatives`` given ``ict_ratio`` must be 0.
 
 Losses: ``lce`` (localized contrastive estimation: softmax cross-entropy of each query's positives against its
 negatives, see :func:`_lce_loss`), and sentence-transformers' ``bce`` (pointwise, BinaryCrossEntropyLoss with
