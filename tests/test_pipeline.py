@@ -112,6 +112,10 @@ def test_a_reranker_base_competes_with_its_fine_tuned_self(tmp_path, tiny_model_
     assert pipeline["base_reranker"] == tiny_cross_encoder_path
     log = json.loads((run_dir / "train/reranker/train-log.json").read_text())  # an explicit ratio is followed
     assert log["config"]["ict_ratio"] == 0.5 and 0 < log["ict_queries"] <= (log["n_queries"] + 2) // 3
+    assert pipeline["training_queries"] == {"judged": log["n_queries"] - log["ict_queries"],
+                                            "inverse_cloze": log["ict_queries"]}
+    said = f"{log['ict_queries']:,} inverse-cloze pseudo-queries"
+    assert said in (run_dir / "report.md").read_text() and said in (run_dir / "report.html").read_text()
     val = pipeline["val_ndcg@10"]
     blends = [f"(fuse={w:g})" for w in FUSE_WEIGHTS]
     assert list(val) == ["hybrid", "hybrid+rerank", *(f"hybrid+rerank{b}" for b in blends),

@@ -305,7 +305,9 @@ def _rerank(ws: Workspace, config: RunConfig, model_dir: Path) -> dict[str, Any]
     size = len(val.corpus) if val is not None else len(train.corpus)
     rerankers: dict[str, str | Path] = {"hybrid+rerank": result.model_dir}
     choice: dict[str, Any] = {"first_stage": first, "reranked": _reranked(first, result.model_dir, config, size),
-                              "reranker": str(result.model_dir)}
+                              "reranker": str(result.model_dir),
+                              "training_queries": {"judged": result.n_queries - result.ict_queries,
+                                                   "inverse_cloze": result.ict_queries}}
     choice["chosen"] = choice["reranked"]
     if result.fresh_head is False and result.base_path:  # the base was a reranker already: it must be beaten too
         choice["base_reranker"] = result.base_path

@@ -296,6 +296,15 @@ def build_report_data(run_dir: str | Path) -> dict[str, Any]:
     return data
 
 
+def trained_on(counts: dict[str, int]) -> str:
+    """A reranker's ``training_queries`` in words: ``{"judged": 700, "inverse_cloze": 700}`` is "700 training
+    queries + 700 inverse-cloze pseudo-queries"."""
+    text = f"{counts.get('judged', 0):,} training queries"
+    if counts.get("inverse_cloze"):
+        text += f" + {counts['inverse_cloze']:,} inverse-cloze pseudo-queries"
+    return text
+
+
 def load_report_data(run_dir: str | Path) -> dict[str, Any]:
     """``report.json`` of a finished run, or freshly built data when it is missing."""
     return _read_json(Path(run_dir) / "report.json") or build_report_data(run_dir)

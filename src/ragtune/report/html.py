@@ -16,7 +16,7 @@ from markupsafe import Markup
 
 from ragtune.lang import cjk_ratio
 from ragtune.report import plots
-from ragtune.report.data import PRIMARY, SIGNIFICANCE
+from ragtune.report.data import PRIMARY, SIGNIFICANCE, trained_on
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def environment() -> Any:
     env = jinja2.Environment(loader=jinja2.PackageLoader("ragtune.report", "templates"), autoescape=True,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters.update(num=_num, signed=_signed, pval=_pval, pct=_pct, seconds=_seconds, count=_count,
-                       pretty_json=_pretty_json)
+                       pretty_json=_pretty_json, trained_on=trained_on)
     env.globals.update(lang=lang_attr, significance=SIGNIFICANCE)
     return env
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ragtune._io import atomic_write_json, atomic_write_text
-from ragtune.report.data import PRIMARY, build_report_data
+from ragtune.report.data import PRIMARY, build_report_data, trained_on
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +75,9 @@ def _costs_md(data: dict[str, Any]) -> list[str]:
     if pipeline:
         out += ["## Reranking", "", _md_escape(pipeline.get("message", "")), "",
                 f"Pipeline to serve: `{pipeline['chosen']}`", ""]
+        trained = pipeline.get("training_queries")
+        if trained:
+            out += [f"The reranker trained on {trained_on(trained)}.", ""]
     cost = data.get("cost")
     if cost:
         out += ["## Cost", "", f"{cost['prompt_tokens']:,} prompt + {cost['completion_tokens']:,} completion tokens, "
