@@ -101,8 +101,10 @@ class RerankerTrainConfig(_Config):
     patience: int | None = Field(3, ge=1, description="early stopping: evaluations without improvement")
     ict_ratio: float | None = Field(None, ge=0, le=10, description="add inverse-cloze pseudo-queries (a sentence "
                                                                    "of a training document as the query) to the "
-                                                                   "training queries, this many per judged query; "
-                                                                   "none (the default) = 0, except in ragtune run "
+                                                                   "training queries, this many per judged query "
+                                                                   "(at most one per training document that no "
+                                                                   "validation query judges); none (the default) = "
+                                                                   "0, except in ragtune run "
                                                                    "on LLM questions: 1")
     seed: int = 42
 
