@@ -50,6 +50,36 @@ def test_listwise_training_improves_ranking(toy_beir, tiny_cross_encoder_path, t
     assert (result.model_dir / "config_sentence_transformers.json").is_file()  # a standard CrossEncoder dir
 
 
+@pytest.mark.parametrize("name", ["lce", "listnet", "lambda"])
+def test_listwise_losses_take_the_whole_batch_in_one_forward_pass_or_in_chunks(tiny_cross_encoder_path, monkeypatch,
+                                                                               name):
+    """whole_batch (a GPU): 2 queries x 3 passages go through the model at once; otherwise in chunks of as many pairs
+    as there are queries. The loss is the same."""
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from ragtune.train.reranker import _listwise_loss
+
+    model = CrossEncoder(tiny_cross_encoder_path, device="cpu")
+    calls: list[int] = []
+    forward = CrossEncoder.forward
+
+    def counting(self, features, *args, **kwargs):
+        calls.append(int(features["input_ids"].shape[0]))
+        return forward(self, features, *args, **kwargs)
+
+    monkeypatch.setattr(CrossEncoder, "forward", counting)
+    batch = [["volcano magma", "tea water"], [["magma rises", "green tea", "sun"], ["boiling water tea", "magma", "sun"]]]
+    labels = [torch.tensor([1.0, 0.0, 0.0]), torch.tensor([1.0, 0.0, 0.0])]
+    with torch.no_grad():
+        whole = float(_listwise_loss(name, model, whole_batch=True)(batch, labels))
+        assert calls == [6]
+        calls.clear()
+        chunked = float(_listwise_loss(name, model, whole_batch=False)(batch, labels))
+        assert calls == [2, 2, 2]
+    assert whole == pytest.approx(chunked, rel=1e-4, abs=1e-6)
+
+
 def test_lce_is_cross_entropy_against_the_positives(tiny_cross_encoder_path):
     """LCE's target is all on the positives (ListNet's softmax of binary labels is nearly uniform): its value is
     -log of the positives' softmax share, averaged over the queries."""
