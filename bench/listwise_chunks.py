@@ -55,6 +55,7 @@ def main() -> None:
     rows = []
     for whole in (False, True):
         model = CrossEncoder(resolve_base(args.base), num_labels=1, max_length=args.max_length, device=device)
+        model.train()  # dropout on, as in training: it changes which attention kernel runs
         loss = _listwise_loss("lce", model, whole_batch=whole)
         optim = torch.optim.AdamW(model.parameters(), lr=1e-5)
         times = []

@@ -247,9 +247,10 @@ def _listwise_loss(name: str, model: Any, whole_batch: bool) -> Any:
     batch in one forward pass (``mini_batch_size=-1``; 0 would read as unset); otherwise they go through in chunks of
     as many pairs as the batch has queries (sentence-transformers' default: 8 chunks of 4 pairs for 4 queries x 8
     passages). The loss is the same either way, and so is the memory, since every chunk's activations are kept for
-    the backward pass. Chunks leave a GPU mostly idle; on a CPU they pad less (measured there: 11.1 s per step in
-    chunks against 13.7 s whole, ms-marco-MiniLM-L-12, 4 queries x 8 passages), so ``train_reranker`` asks for the
-    whole batch on a GPU only."""
+    the backward pass. Chunks leave a GPU mostly idle, so ``train_reranker`` asks for the whole batch there. A CPU
+    keeps the chunks: on 2 cores, ms-marco-MiniLM-L-12, 4 queries x 8 passages, whole ``train_reranker`` steps took
+    13.7-14.9 s against 11.1-11.6 s in chunks, although the bare step of ``bench/listwise_chunks.py`` went the other
+    way (9.1 s against 11.3 s); see bench/RESULTS.md."""
     from sentence_transformers.cross_encoder.losses import LambdaLoss, ListNetLoss
 
     chunk = -1 if whole_batch else None
