@@ -3,7 +3,7 @@
 sentence-transformers' listwise losses (ListNet, LCE built on it, Lambda) split a batch's pairs into chunks of as
 many pairs as the batch has queries unless told otherwise: 8 forward passes of 4 pairs for 4 queries x 8 passages.
 ``train_reranker`` takes the whole batch at once on a GPU and keeps the chunks on a CPU
-(``ragtune.train.reranker._listwise_loss``). This times both on the machine at hand, same batches, same model::
+(``ragtune.train.reranker_losses.listwise_loss``). This times both on the machine at hand, same batches, same model::
 
     python bench/listwise_chunks.py --data ../shared/evaldata/scifact --base msmarco --steps 6
 
@@ -34,7 +34,8 @@ def main() -> None:
 
     from ragtune.data.beir import load_beir
     from ragtune.retrieval.bm25 import doc_text
-    from ragtune.train.reranker import _listwise_loss, resolve_base
+    from ragtune.train.reranker import resolve_base
+    from ragtune.train.reranker_losses import listwise_loss
 
     ds = load_beir(args.data)
     rng = random.Random(0)
@@ -56,7 +57,7 @@ def main() -> None:
     for whole in (False, True):
         model = CrossEncoder(resolve_base(args.base), num_labels=1, max_length=args.max_length, device=device)
         model.train()  # dropout on, as in training: it changes which attention kernel runs
-        loss = _listwise_loss("lce", model, whole_batch=whole)
+        loss = listwise_loss("lce", model, whole_batch=whole)
         optim = torch.optim.AdamW(model.parameters(), lr=1e-5)
         times = []
         for inputs, labels in batches:

@@ -29,9 +29,9 @@ on validation and test than 700 generated questions at the same steps (one run, 
 ``ragtune run`` uses 1 when an LLM wrote its questions. The pseudo-queries need mined negatives, so with
 ``negatives`` given ``ict_ratio`` must be 0.
 
-Losses: ``lce`` (localized contrastive estimation: softmax cross-entropy of each query's positives against its
-negatives, see :func:`_lce_loss`), and sentence-transformers' ``bce`` (pointwise, BinaryCrossEntropyLoss with
-``pos_weight`` = negatives per positive), ``listnet`` and ``lambda`` (listwise, ListNetLoss / LambdaLoss over
+Losses (:mod:`ragtune.train.reranker_losses`): ``lce`` (localized contrastive estimation: softmax cross-entropy of
+each query's positives against its negatives), and sentence-transformers' ``bce`` (pointwise, BinaryCrossEntropyLoss
+with ``pos_weight`` = negatives per positive), ``listnet`` and ``lambda`` (listwise, ListNetLoss / LambdaLoss over
 [positives + negatives] per query).
 
 Validation (``val``): the first stage retrieves each val query's top ``val_top_k``, the model reranks them, and
@@ -58,6 +58,7 @@ from ragtune.data.beir import BeirDataset
 from ragtune.errors import ConfigError, DataFormatError
 from ragtune.train.checkpoints import FINGERPRINT_FILE, latest_checkpoint, split_history
 from ragtune.train.reranker_examples import build_examples, given_negatives, mine_negatives, query_positives
+from ragtune.train.reranker_losses import listwise_loss
 
 logger = logging.getLogger(__name__)
 
@@ -242,45 +243,6 @@ def _optimizer(model: Any, config: RerankerTrainConfig, fresh_head: bool):
     return torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=0.0)
 
 
-def _listwise_loss(name: str, model: Any, whole_batch: bool) -> Any:
-    """The listwise loss ``name`` (lce, listnet or lambda). ``whole_batch`` scores all (query, passage) pairs of a
-    batch in one forward pass (``mini_batch_size=-1``; 0 would read as unset); otherwise they go through in chunks of
-    as many pairs as the batch has queries (sentence-transformers' default: 8 chunks of 4 pairs for 4 queries x 8
-    passages). The loss is the same either way, and so is the memory, since every chunk's activations are kept for
-    the backward pass. Chunks leave a GPU mostly idle, so ``train_reranker`` asks for the whole batch there. A CPU
-    keeps the chunks: on 2 cores, ms-marco-MiniLM-L-12, 4 queries x 8 passages, whole ``train_reranker`` steps took
-    13.7-14.9 s against 11.1-11.6 s in chunks, although the bare step of ``bench/listwise_chunks.py`` went the other
-    way (9.1 s against 11.3 s); see bench/RESULTS.md."""
-    from sentence_transformers.cross_encoder.losses import LambdaLoss, ListNetLoss
-
-    chunk = -1 if whole_batch else None
-    if name == "lce":
-        return _lce_loss(model, chunk)
-    if name == "listnet":
-        return ListNetLoss(model, mini_batch_size=chunk)
-    return LambdaLoss(model, mini_batch_size=chunk)
-
-
-def _lce_loss(model: Any, mini_batch_size: int | None = None) -> Any:
-    """Localized contrastive estimation (Gao, Dai & Callan, ECIR 2021): per query, the softmax cross-entropy of its
-    positive(s) against its hard negatives, i.e. ListNet with a one-hot target.
-
-    sentence-transformers' ListNetLoss takes ``softmax(labels)`` as the target, which for binary labels is nearly
-    uniform (1 positive, 7 negatives: 0.28 vs 0.10 each). Fitting that flattens a trained reranker's scores: the
-    loss is lowest when the positive is just one logit above every negative. Here a positive's label becomes 0 and
-    a negative's -inf, so the target puts all its mass on the positives.
-    """
-    import torch
-    from sentence_transformers.cross_encoder.losses import ListNetLoss
-
-    class LCELoss(ListNetLoss):
-        def forward(self, inputs: Any, labels: Any, *args: Any, **kwargs: Any) -> Any:
-            hard = [torch.where(torch.as_tensor(lbl) > 0, 0.0, float("-inf")) for lbl in labels]
-            return super().forward(inputs, hard, *args, **kwargs)
-
-    return LCELoss(model, mini_batch_size=mini_batch_size)
-
-
 def _add_ict(train: BeirDataset, config: RerankerTrainConfig, n_queries: int,
              val: BeirDataset | None) -> tuple[BeirDataset, int]:
     """``train`` plus ``ict_ratio`` inverse-cloze pseudo-queries per judged query, from training documents that no
@@ -354,7 +316,7 @@ def train_reranker(train: BeirDataset, config: RerankerTrainConfig | None = None
         pos_weight = torch.tensor((n_examples - n_pos) / max(1, n_pos))
         loss = BinaryCrossEntropyLoss(model, pos_weight=pos_weight)
     else:
-        loss = _listwise_loss(config.loss, model, whole_batch=model.device.type == "cuda")
+        loss = listwise_loss(config.loss, model, whole_batch=model.device.type == "cuda")
     evaluator = _val_evaluator(val, config, max(32, batch_size)) if val is not None else None
     show = logging.getLogger("ragtune").getEffectiveLevel() <= logging.INFO
     bf16 = cuda and torch.cuda.is_bf16_supported()
