@@ -20,7 +20,7 @@ WORK=${WORK:-/tmp/ragtune-work}
 mkdir -p "$RESULTS" "$WORK"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
     "$GPU_DIR"/whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:/tmp/site-extra:$PWD/src PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 [ -f /tmp/msmarco/model.onnx ] && export RAGTUNE_MSMARCO_ONNX=${RAGTUNE_MSMARCO_ONNX:-/tmp/msmarco}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 python3 - "$GPU_DIR/minilm" "$WORK/minilm" <<'EOF' || exit 1
