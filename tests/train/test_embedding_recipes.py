@@ -101,6 +101,35 @@ def test_matryoshka_dims_are_sorted_and_checked_against_the_model(tiny_model_pat
         train_embedding(_data(), _config(tiny_model_path, matryoshka_dims=[64, 32]), tmp_path / "x")
 
 
+def test_gradient_checkpointing_recomputes_layers_and_trains_the_same_weights(tiny_model_path, tmp_path,
+                                                                             monkeypatch):
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers import modeling_utils
+
+    calls = []
+    checkpoint = modeling_utils.checkpoint
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("use_reentrant"))
+        return checkpoint(*args, **kwargs)
+
+    monkeypatch.setattr(modeling_utils, "checkpoint", counted)
+    weights = {}
+    for on in (False, True):  # the anchored recipe: a mined negative, upper attention frozen, an anchor
+        config = _config(tiny_model_path, negatives=1, freeze_modules=["attn@1"], anchor_weight=2.0,
+                         gradient_checkpointing=on)
+        result = train_embedding(_data(), config, tmp_path / f"gc-{on}", save_every_s=None)
+        assert json.loads(result.log_path.read_text())["config"]["gradient_checkpointing"] is on
+        weights[on] = dict(SentenceTransformer(str(result.model_dir), device="cpu").named_parameters())
+        assert bool(calls) is on  # every layer's forward went through checkpoint, and only when asked
+    assert set(calls) == {False}
+    base = dict(SentenceTransformer(tiny_model_path, device="cpu").named_parameters())
+    assert any(not torch.equal(base[n], p) for n, p in weights[True].items())
+    for name, param in weights[True].items():  # recomputing (dropout included) changes no gradient
+        torch.testing.assert_close(param, weights[False][name], rtol=1e-5, atol=1e-6, msg=name)
+
+
 class ScriptedEvaluator(SentenceEvaluator):
     """Returns scripted nDCG@10 values and remembers a weight checksum of the model at each evaluation."""
 
@@ -229,14 +258,15 @@ def test_cli_trains_from_pairs_with_the_new_flags(tiny_model_path, tmp_path):
     result = runner.invoke(app, ["-q", "train", "embedding", "--pairs", str(tmp_path / "pairs.jsonl"), "--base",
                                  tiny_model_path, "--output", str(out), "--max-steps", "2", "--batch-size", "4",
                                  "--loss", "cached-mnrl", "--mini-batch-size", "2", "--negatives", "1",
-                                 "--mine-with", "bm25", "--matryoshka-dims", "32,16", "--patience", "0", "--json"])
+                                 "--mine-with", "bm25", "--matryoshka-dims", "32,16", "--patience", "0",
+                                 "--gradient-checkpointing", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["loss"] == "MatryoshkaLoss(CachedMultipleNegativesRankingLoss)" and summary["negatives"] == 1
     assert summary["n_pairs"] == 10 and summary["mining"]["user"] == 5  # the pairs' own negatives come first
     log = json.loads((out / "train-log.json").read_text())
     assert log["config"]["mini_batch_size"] == 2 and log["config"]["patience"] is None
-    assert log["config"]["matryoshka_dims"] == [32, 16]
+    assert log["config"]["matryoshka_dims"] == [32, 16] and log["config"]["gradient_checkpointing"] is True
     model = SentenceTransformer(str(out / "model"), device="cpu", truncate_dim=16)
     assert model.encode(["a question"]).shape == (1, 16)
     bad = runner.invoke(app, ["train", "embedding", "--pairs", str(tmp_path / "pairs.jsonl"), "--output",

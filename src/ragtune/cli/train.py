@@ -85,6 +85,9 @@ def embedding_command(
                                                                      "negatives [32]."),
     lr: float | None = typer.Option(None, "--lr", help="Learning rate [2e-5]."),
     max_seq_length: int | None = typer.Option(None, "--max-seq-length", help="Tokens per text [256]."),
+    gradient_checkpointing: bool | None = typer.Option(None, "--gradient-checkpointing", help="Recompute "
+                                                       "activations in the backward pass: far less memory for "
+                                                       "long texts or big batches, about a third slower."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed [42]."),
     val: Path | None = typer.Option(None, "--val", help="BEIR directory to measure nDCG@10 on during training "
                                                         "(e.g. one written by ragtune generate --eval-set)."),
@@ -136,7 +139,8 @@ def embedding_command(
                               "384,256,128") from None
     overrides = {"embedding.base": base, "embedding.epochs": epochs, "embedding.max_steps": max_steps,
                  "embedding.batch_size": batch_size, "embedding.learning_rate": lr,
-                 "embedding.max_seq_length": max_seq_length, "embedding.seed": seed, "embedding.loss": loss,
+                 "embedding.max_seq_length": max_seq_length, "embedding.seed": seed,
+                 "embedding.gradient_checkpointing": gradient_checkpointing, "embedding.loss": loss,
                  "embedding.negatives": negatives, "embedding.mine_with": mine_with,
                  "embedding.relative_margin": relative_margin, "embedding.teacher": teacher,
                  "embedding.teacher_margin": teacher_margin, "embedding.matryoshka_dims": dims,

@@ -186,6 +186,18 @@ def _teacher_labels(scorer: Any, pairs: list[Pair], negatives: list[list[str]]) 
     return [scores[i:i + width] for i in range(0, len(scores), width)]
 
 
+def _checkpointing_args(config: EmbeddingTrainConfig) -> dict[str, Any]:
+    """Training arguments for activation (gradient) checkpointing, under the name this transformers uses."""
+    from sentence_transformers import SentenceTransformerTrainingArguments
+
+    if not config.gradient_checkpointing:
+        return {}
+    fields = SentenceTransformerTrainingArguments.__dataclass_fields__
+    name = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+    # not reentrant: the reentrant variant drops the gradients when a layer's input does not require grad (LoRA)
+    return {name: True, f"{name}_kwargs": {"use_reentrant": False}}
+
+
 def train_embedding(train: Any, config: EmbeddingTrainConfig | None = None, output_dir: str | Path = "embedding",
                     val: BeirDataset | None = None, *, monitor: Mapping[str, BeirDataset] | None = None,
                     save_steps: int | None = None, save_every_s: float | None = 300.0,
@@ -318,7 +330,7 @@ def train_embedding(train: Any, config: EmbeddingTrainConfig | None = None, outp
         per_device_eval_batch_size=batch_size, report_to="none", disable_tqdm=True, use_cpu=not cuda,
         bf16=cuda and torch.cuda.is_bf16_supported(), fp16=cuda and not torch.cuda.is_bf16_supported(),
         dataloader_drop_last=n_ranks > 1,  # DDP: sentence-transformers would force it with a warning
-        **({"learning_rate_mapping": rates} if rates else {}))
+        **({"learning_rate_mapping": rates} if rates else {}), **_checkpointing_args(config))
     keeper = BestKeeper(best_dir, config.patience) if val is not None else None
     loss = build_loss(model, config)
     trainer = (lora_trainer_class() if config.lora_rank is not None else SentenceTransformerTrainer)(
