@@ -85,7 +85,7 @@ class EmbeddingTrainConfig(_Config):
     max_seq_length: int = Field(256, ge=16)
     gradient_checkpointing: bool = Field(False, description="recompute each layer's activations in the backward "
                                          "pass instead of keeping them: far less memory for long texts or big "
-                                         "batches, about a third more compute")
+                                         "batches, more compute per step")
     scale: float = Field(20.0, gt=0, description="MNRL similarity scale")
     checkpoint_every_s: float | None = Field(60.0, gt=0, description="checkpoint interval in seconds, for resume")
     save_steps: int | None = Field(None, ge=1, description="also checkpoint every this many steps")

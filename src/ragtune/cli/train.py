@@ -87,7 +87,7 @@ def embedding_command(
     max_seq_length: int | None = typer.Option(None, "--max-seq-length", help="Tokens per text [256]."),
     gradient_checkpointing: bool | None = typer.Option(None, "--gradient-checkpointing", help="Recompute "
                                                        "activations in the backward pass: far less memory for "
-                                                       "long texts or big batches, about a third slower."),
+                                                       "long texts or big batches, slower steps."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed [42]."),
     val: Path | None = typer.Option(None, "--val", help="BEIR directory to measure nDCG@10 on during training "
                                                         "(e.g. one written by ragtune generate --eval-set)."),
