@@ -77,3 +77,23 @@ def test_invalid_arguments_raise_config_error(tiny_model, toy):
     with pytest.raises(ConfigError, match="empty"):
         DenseRetriever(tiny_model).search({}, toy.queries)
     assert DenseRetriever(tiny_model).search(toy.corpus, {}) == {}
+
+
+def test_max_length_sets_how_many_tokens_of_each_text_are_read(tiny_model_path):
+    shared = "volcanic ash covered the town " * 8  # far more than 16 tokens, the same in both documents
+    corpus = {"a": {"title": "", "text": shared + "glaciers melt in spring"},
+              "b": {"title": "", "text": shared + "markets fell on friday"}}
+    queries = {"q": "glaciers melt"}
+    cut = DenseRetriever(tiny_model_path, max_length=16)
+    short = cut.search(corpus, queries, top_k=2)
+    assert cut.model.max_seq_length == 16
+    assert short["q"]["a"] == pytest.approx(short["q"]["b"], abs=1e-6)  # both cut inside the shared words
+    whole = DenseRetriever(tiny_model_path).search(corpus, queries, top_k=2)  # the fixture's own 128 tokens
+    assert abs(whole["q"]["a"] - whole["q"]["b"]) > 1e-4
+    longer = DenseRetriever(tiny_model_path, max_length=512)
+    assert longer.search(corpus, queries, top_k=2)["q"] == pytest.approx(whole["q"])  # both read every token
+    assert longer.model.max_seq_length == 512  # the encoder's whole position table
+    with pytest.raises(ConfigError, match=r"max_length=513: .*tiny-bert.* has 512 positions.*at most 512"):
+        DenseRetriever(tiny_model_path, max_length=513).search(corpus, queries)
+    with pytest.raises(ConfigError, match="max_length=0"):
+        DenseRetriever(tiny_model_path, max_length=0)

@@ -29,6 +29,9 @@ def toy(toy_beir):
     ("dense:C:/models/with:colon", DenseSystem, "dense:C:/models/with:colon"),
     ("hybrid", HybridSystem, "hybrid:minilm"),
     ("hybrid:/abs/path", HybridSystem, "hybrid:/abs/path"),
+    ("dense(max_length=512):x", DenseSystem, "dense(max_length=512):x"),
+    ("hybrid(max_length=512):x", HybridSystem, "hybrid(max_length=512):x"),
+    ("hybrid(alpha=0.7, max_length=384):x", HybridSystem, "hybrid(alpha=0.7,max_length=384):x"),
 ])
 def test_parse_valid_specs(spec, cls, name):
     system = parse_system(spec)
@@ -49,6 +52,10 @@ def test_parse_uses_eval_config_for_dense():
     ("bm25:k1", "bm25 takes no argument"),
     ("bm25>shuffle:x", "unknown pipeline stage 'shuffle'"),
     ("hybrid:minilm>rerank", "name the reranker after .rerank:."),
+    ("dense(max_length=0):x", "max_length='0' must be a positive number of tokens"),
+    ("hybrid(max_length=long):x", "max_length='long' must be a positive number of tokens"),
+    ("dense(alpha=0.5):x", r"dense has no parameter \['alpha'\]; use max_length"),
+    ("bm25(max_length=512)", "bm25 takes no parameters"),
 ])
 def test_parse_invalid_specs_name_the_valid_forms(spec, message):
     with pytest.raises(ConfigError, match=message) as info:
@@ -79,3 +86,12 @@ def test_hybrid_reuses_component_runs_from_the_cache(tiny_model_path, toy):
     assert hybrid.timings["search_s"] >= 0 and "load_s" in hybrid.timings
     dense_run = cache[f"dense:{tiny_model_path}"][0]
     assert run == reciprocal_rank_fusion([bm25_run, dense_run], top_k=5)
+
+
+def test_max_length_reaches_the_dense_search_and_its_cache_entry(tiny_model_path, toy):
+    cache: dict = {}
+    hybrid = parse_system(f"hybrid(max_length=16):{tiny_model_path}")
+    assert hybrid.dense.max_length == 16 and parse_system(f"dense:{tiny_model_path}").max_length is None
+    hybrid.search(toy.corpus, toy.queries, 5, cache=cache)
+    assert hybrid.dense._retriever.model.max_seq_length == 16
+    assert f"dense(max_length=16):{tiny_model_path}" in cache and f"dense:{tiny_model_path}" not in cache

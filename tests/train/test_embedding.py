@@ -173,6 +173,13 @@ def test_frozen_upper_layers_stay_as_the_base_has_them(tiny_model_path, trained,
     assert full[2] > 0  # without freezing, the same run moves layer 1
 
 
+def test_max_seq_length_beyond_the_encoders_positions_is_refused_before_training(tiny_model_path, tmp_path):
+    config = EmbeddingTrainConfig(base=tiny_model_path, batch_size=4, max_steps=4, max_seq_length=1024)
+    with pytest.raises(ConfigError, match=r"max_seq_length=1024: .*tiny-bert.* has 512 positions.*at most 512"):
+        train_embedding(_train_data(), config, tmp_path / "long", save_every_s=None)
+    assert not (tmp_path / "long" / "model").exists()
+
+
 def test_frozen_modules_keep_one_sub_layer_kind_as_the_base_has_it(tiny_model_path, tmp_path):
     from pydantic import ValidationError
     from sentence_transformers import SentenceTransformer

@@ -21,7 +21,8 @@ def eval_command(
     data: Path = typer.Option(..., "--data", help="BEIR directory (corpus.jsonl, queries.jsonl, qrels)."),
     system: list[str] | None = typer.Option(
         None, "--system", "-s", metavar="SPEC",
-        help="Retrieval system, repeatable: bm25, dense:MODEL, hybrid:MODEL, hybrid(alpha=0.7):MODEL, or a pipeline "
+        help="Retrieval system, repeatable: bm25, dense:MODEL, dense(max_length=512):MODEL (tokens read per text), "
+             "hybrid:MODEL, hybrid(alpha=0.7):MODEL, or a pipeline "
              "FIRST>rerank:CROSS_ENCODER / FIRST>rerank(k=100,n=10):CROSS_ENCODER (CROSS_ENCODER: a CrossEncoder "
              "dir or name, msmarco-onnx, a .onnx path) (default: bm25 and dense:minilm)."),
     queries: str | None = typer.Option(None, "--queries", metavar="FILE", help="Queries file inside DIR or a path."),

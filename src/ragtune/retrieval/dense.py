@@ -40,6 +40,8 @@ class DenseRetriever:
         batch_size: encoding batch size.
         block_size: corpus documents encoded and scored per block (memory ~ block_size x dim floats).
         top_k: default number of documents returned per query.
+        max_length: tokens read per text, set as the model's ``max_seq_length`` when it is first used (MiniLM
+            ships with 256; its encoder can read 512). None keeps the model's own. Longer texts are cut there.
         cache_embeddings: keep the corpus embeddings after a search, so repeated searches over the same corpus
             only encode the queries (memory: all corpus embeddings).
         device: torch device for a model loaded by name.
@@ -48,8 +50,9 @@ class DenseRetriever:
 
     def __init__(self, model: Any = "minilm", batch_size: int = 64, block_size: int = 50_000, top_k: int = 100,
                  *, cache_embeddings: bool = False, device: str | None = None,
-                 show_progress: bool | None = None):
-        for arg, value in (("batch_size", batch_size), ("block_size", block_size), ("top_k", top_k)):
+                 show_progress: bool | None = None, max_length: int | None = None):
+        for arg, value in (("batch_size", batch_size), ("block_size", block_size), ("top_k", top_k),
+                           ("max_length", 1 if max_length is None else max_length)):
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"DenseRetriever {arg}={value!r}: must be a positive integer")
         self._model = model if not isinstance(model, str | Path) else None
@@ -58,6 +61,8 @@ class DenseRetriever:
         self.cache_embeddings = cache_embeddings
         self.device = device
         self.show_progress = show_progress
+        self.max_length = max_length
+        self._length_set = False
         self.timings: dict[str, float] = {}
         self._cache_key: str | None = None
         self._cached: Any = None  # torch.Tensor of every corpus embedding when cache_embeddings
@@ -69,6 +74,11 @@ class DenseRetriever:
             from ragtune.models import load_sentence_transformer
 
             self._model = load_sentence_transformer(self.model_name, device=self.device)
+        if self.max_length is not None and not self._length_set:
+            from ragtune.models import set_max_seq_length
+
+            set_max_seq_length(self._model, self.max_length, "DenseRetriever max_length", self.model_name)
+            self._length_set = True
         return self._model
 
     def _progress(self) -> bool:

@@ -3,7 +3,9 @@
 Valid specs:
 
 - ``bm25``                      BM25 (bm25s, k1 0.9, b 0.4, tokenizer by corpus language)
-- ``dense`` / ``dense:MODEL``   exact dense search with a sentence-transformers model (default ``minilm``)
+- ``dense`` / ``dense:MODEL``   exact dense search with a sentence-transformers model (default ``minilm``);
+                                ``dense(max_length=512):MODEL`` reads up to 512 tokens of each text instead of the
+                                model's own ``max_seq_length`` (256 for MiniLM; ``hybrid`` takes it too)
 - ``hybrid`` / ``hybrid:MODEL`` reciprocal-rank fusion (k=60) of ``bm25`` and ``dense:MODEL``
 - ``hybrid(alpha=0.7):MODEL``   weighted fusion instead: per query, each run's scores are min-max normalised to
                                 [0, 1] and fused as ``alpha * dense + (1 - alpha) * bm25`` (a document missing from
@@ -34,7 +36,8 @@ from ragtune.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 RRF_K = 60
-VALID_FORMS = ("bm25", "dense", "dense:MODEL", "hybrid", "hybrid:MODEL", "hybrid(alpha=0.7):MODEL", "adapter:DIR",
+VALID_FORMS = ("bm25", "dense", "dense:MODEL", "dense(max_length=512):MODEL", "hybrid", "hybrid:MODEL",
+               "hybrid(alpha=0.7):MODEL", "adapter:DIR",
                "FIRST_STAGE>rerank:CROSS_ENCODER", "FIRST_STAGE>rerank(k=100,n=10):CROSS_ENCODER")
 DEFAULT_SYSTEMS = ("bm25", "dense:minilm")
 
@@ -137,11 +140,16 @@ class BM25System(RetrievalSystem):
 
 
 class DenseSystem(RetrievalSystem):
-    def __init__(self, model: Any = "minilm", batch_size: int = 64, block_size: int = 50_000):
+    """Exact dense search (:class:`~ragtune.retrieval.dense.DenseRetriever`); ``max_length`` (tokens read per
+    text) defaults to the model's own ``max_seq_length``."""
+
+    def __init__(self, model: Any = "minilm", batch_size: int = 64, block_size: int = 50_000,
+                 max_length: int | None = None):
         super().__init__()
-        self.name = f"dense:{model}" if isinstance(model, str) else f"dense:{type(model).__name__}"
+        params = "" if max_length is None else f"(max_length={max_length})"
+        self.name = f"dense{params}:" + (model if isinstance(model, str) else type(model).__name__)
         self.model = model
-        self.batch_size, self.block_size = batch_size, block_size
+        self.batch_size, self.block_size, self.max_length = batch_size, block_size, max_length
         self._retriever = None
 
     def _search(self, corpus, queries, top_k, cache):
@@ -149,7 +157,7 @@ class DenseSystem(RetrievalSystem):
 
         if self._retriever is None:
             self._retriever = DenseRetriever(self.model, batch_size=self.batch_size, block_size=self.block_size,
-                                             top_k=top_k)
+                                             top_k=top_k, max_length=self.max_length)
         run = self._retriever.search(corpus, queries, top_k)
         self.timings = dict(self._retriever.timings)
         return run
@@ -159,7 +167,7 @@ class HybridSystem(RetrievalSystem):
     """Fusion of BM25 and a dense model over each one's top ``top_k``: RRF (default) or weighted by ``alpha``."""
 
     def __init__(self, model: Any = "minilm", batch_size: int = 64, block_size: int = 50_000, rrf_k: int = RRF_K,
-                 fusion: str = "rrf", alpha: float = 0.5):
+                 fusion: str = "rrf", alpha: float = 0.5, max_length: int | None = None):
         super().__init__()
         if fusion not in ("rrf", "weighted"):
             raise ConfigError(f"hybrid fusion={fusion!r}: use 'rrf' or 'weighted'")
@@ -168,10 +176,11 @@ class HybridSystem(RetrievalSystem):
         if rrf_k < 1:
             raise ConfigError(f"hybrid rrf_k={rrf_k}: must be a positive integer (60 is the usual choice)")
         self.bm25 = BM25System()
-        self.dense = DenseSystem(model, batch_size, block_size)
+        self.dense = DenseSystem(model, batch_size, block_size, max_length)
         self.fusion, self.alpha, self.rrf_k = fusion, alpha, rrf_k
-        params = f"(alpha={alpha:g})" if fusion == "weighted" else ("" if rrf_k == RRF_K else f"(rrf_k={rrf_k})")
-        self.name = f"hybrid{params}:" + self.dense.name.split(":", 1)[1]
+        params = [f"alpha={alpha:g}"] if fusion == "weighted" else ([] if rrf_k == RRF_K else [f"rrf_k={rrf_k}"])
+        params += [] if max_length is None else [f"max_length={max_length}"]
+        self.name = (f"hybrid({','.join(params)}):" if params else "hybrid:") + self.dense.name.split(":", 1)[1]
 
     def _search(self, corpus, queries, top_k, cache):
         timings = {"index_s": 0.0, "search_s": 0.0}
@@ -217,11 +226,31 @@ def _split_head(spec: str, head: str) -> tuple[str, dict[str, str]]:
     return match.group(1).lower(), params
 
 
-def _hybrid(spec: str, model: str, params: dict[str, str], cfg: EvalConfig) -> HybridSystem:
-    unknown = sorted(set(params) - {"alpha", "fusion", "rrf_k"})
+def _max_length(spec: str, params: dict[str, str]) -> int | None:
+    if "max_length" not in params:
+        return None
+    try:
+        value = int(params["max_length"])
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise _invalid(spec, f"max_length={params['max_length']!r} must be a positive number of tokens, e.g. 512")
+    return value
+
+
+def _dense(spec: str, model: str, params: dict[str, str], cfg: EvalConfig) -> DenseSystem:
+    unknown = sorted(set(params) - {"max_length"})
     if unknown:
-        raise _invalid(spec, f"hybrid has no parameter {unknown}; use alpha (weighted fusion), fusion (rrf|weighted) "
-                             "or rrf_k")
+        raise _invalid(spec, f"dense has no parameter {unknown}; use max_length (tokens read per text)")
+    return DenseSystem(model, batch_size=cfg.batch_size, block_size=cfg.block_size,
+                       max_length=_max_length(spec, params))
+
+
+def _hybrid(spec: str, model: str, params: dict[str, str], cfg: EvalConfig) -> HybridSystem:
+    unknown = sorted(set(params) - {"alpha", "fusion", "rrf_k", "max_length"})
+    if unknown:
+        raise _invalid(spec, f"hybrid has no parameter {unknown}; use alpha (weighted fusion), fusion (rrf|weighted), "
+                             "rrf_k or max_length")
     try:
         alpha = float(params.get("alpha", 0.5))
         rrf_k = int(params.get("rrf_k", RRF_K))
@@ -229,7 +258,7 @@ def _hybrid(spec: str, model: str, params: dict[str, str], cfg: EvalConfig) -> H
         raise _invalid(spec, "alpha must be a number in [0, 1] and rrf_k an integer") from None
     fusion = params.get("fusion", "weighted" if "alpha" in params else "rrf").lower()
     return HybridSystem(model, batch_size=cfg.batch_size, block_size=cfg.block_size, rrf_k=rrf_k, fusion=fusion,
-                        alpha=alpha)
+                        alpha=alpha, max_length=_max_length(spec, params))
 
 
 def _invalid(spec: str, why: str) -> ConfigError:
@@ -247,7 +276,7 @@ def parse_system(spec: str | RetrievalSystem, config: EvalConfig | None = None) 
     first, *stages = [part.strip() for part in spec.strip().split(">")]
     head, sep, arg = first.partition(":")
     kind, params = _split_head(spec, head)
-    if params and kind != "hybrid":
+    if params and kind not in ("dense", "hybrid"):
         raise _invalid(spec, f"{kind} takes no parameters in parentheses")
     if sep and not arg.strip():
         raise _invalid(spec, f"nothing after '{kind}:'; name a model or drop the colon")
@@ -257,7 +286,7 @@ def parse_system(spec: str | RetrievalSystem, config: EvalConfig | None = None) 
             raise _invalid(spec, "bm25 takes no argument")
         system: RetrievalSystem = BM25System()
     elif kind == "dense":
-        system = DenseSystem(arg, batch_size=cfg.batch_size, block_size=cfg.block_size)
+        system = _dense(spec, arg, params, cfg)
     elif kind == "hybrid":
         system = _hybrid(spec, arg, params, cfg)
     elif kind == "adapter" and sep:

@@ -224,7 +224,7 @@ def train_embedding(train: Any, config: EmbeddingTrainConfig | None = None, outp
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from ragtune.models import load_sentence_transformer
+    from ragtune.models import load_sentence_transformer, set_max_seq_length
 
     config = config or EmbeddingTrainConfig()
     out = Path(output_dir)
@@ -257,7 +257,7 @@ def train_embedding(train: Any, config: EmbeddingTrainConfig | None = None, outp
     init_process_group(cpu=not cuda)  # DDP: rank 0 tidies and stamps the checkpoints, then the others look
     with _hf_bars_off():
         model = load_sentence_transformer(config.base, device=device or ("cuda" if cuda else "cpu"))
-    model.max_seq_length = config.max_seq_length
+    set_max_seq_length(model, config.max_seq_length, "max_seq_length", config.base)
     scorer = _teacher_scorer(config, out, cuda)
     mined = None
     negatives: list[list[str]] = [[] for _ in pairs]
