@@ -162,9 +162,14 @@ def test_nproc_relaunches_the_same_command(single_process, monkeypatch, tmp_path
 
 
 def test_launch_returns_the_exit_status_of_the_processes(single_process, tmp_path, monkeypatch):
+    # rank 1 fails, but only once rank 0 has written its file: the launcher stops the others when one fails
     (tmp_path / "ddp_exit.py").write_text(
-        "import os, sys\n"
+        "import os, sys, time\n"
         "open(os.path.join(sys.argv[1], 'r' + os.environ['RANK']), 'w').write(os.environ['WORLD_SIZE'])\n"
+        "deadline = time.time() + 120\n"
+        "while os.environ['RANK'] == '1' and not os.path.exists(os.path.join(sys.argv[1], 'r0')) "
+        "and time.time() < deadline:\n"
+        "    time.sleep(0.05)\n"
         "sys.exit(int(sys.argv[2]) if os.environ['RANK'] == '1' else 0)\n")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), *sys.path]))
     assert ddp.launch(2, [str(tmp_path), "3"], module="ddp_exit") != 0
