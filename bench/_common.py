@@ -100,6 +100,20 @@ def split_by_document(ds: BeirDataset, val_fraction: float = 0.1, seed: int = 42
     return train, val
 
 
+def with_validation_questions(ds: BeirDataset, train: BeirDataset) -> BeirDataset:
+    """``train`` plus every question of ``ds`` that :func:`split_by_document` held out with its validation
+    documents: all the questions, as LlamaIndex's recipe trains. Validation built from those documents then judges
+    a model that was trained on their questions."""
+    qrels = dict(train.qrels)
+    for qid, judged in ds.qrels.items():
+        positives = {d for d, s in judged.items() if s > 0}
+        if positives and qid in ds.queries and qid not in qrels:
+            qrels[qid] = {d: 1 for d in positives}
+    print(f"all questions: {len(qrels) - len(train.qrels)} questions of validation documents added to "
+          f"{len(train.qrels)} training questions", flush=True)
+    return BeirDataset(train.corpus, {q: ds.queries[q] for q in qrels}, qrels, name=f"{ds.name}-all")
+
+
 def evaluate_models(data: Path, models: dict[str, str], *, batch_size: int = 128, bootstrap: int = 1000,
                     systems_extra: dict[str, str] | None = None) -> dict[str, Any]:
     """nDCG@10 etc. with 95% bootstrap CIs of each ``name -> spec`` (dense:PATH, hybrid:PATH, ...) on ``data``'s

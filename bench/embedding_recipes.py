@@ -22,6 +22,8 @@ ragtune's evaluator on the set's test qrels and on a set from another domain (``
 - ``--ict N`` adds inverse-cloze pseudo-queries (sentences of N training documents, ragtune's no-LLM generator)
   to the training questions of ragtune's rows: declarative sentences beside the generator's questions.
 - ``--keep-last`` trains without validation and keeps the last step (the guard still checks on validation).
+- ``--all-questions`` trains ragtune's rows on every question, those of the validation documents too, as
+  LlamaIndex's recipe does; the guard's validation score then is not held out (its check set still is).
 - ``--reuse`` takes the model an earlier run trained into ``--out`` (its ``result.json``; copy one there) and runs
   only the guard again, into ``guard-VALIDATION``.
 - ``--unguarded`` also scores the fine-tuned model itself whenever the guard handed over a weight mix or the base,
@@ -55,6 +57,7 @@ from _common import (  # noqa: E402
     split_by_document,
     validation_documents,
     with_ict,
+    with_validation_questions,
 )
 
 LI_BATCH, LI_EPOCHS = 10, 2
@@ -103,6 +106,8 @@ def ragtune_recipe(args: argparse.Namespace, out: Path) -> dict:
         return {**info, "model": str(guard.model_dir), "guard": guard.decision, "alpha": guard.alpha,
                 "validation": args.validation, "guard_s": round(guard.seconds, 1), "guard_message": guard.message,
                 "guard_scores": guard.scores}
+    if args.all_questions:  # as LlamaIndex trains: the validation documents' questions too
+        train = with_validation_questions(ds, train)
     if args.ict:
         train = with_ict(train, args.ict, validation_documents(ds))
     overrides = json.loads(args.config or "{}")
@@ -178,6 +183,10 @@ def main() -> None:
                          "test set, the general check set and --cross (logged only; printed as a curve)")
     ap.add_argument("--keep-last", action="store_true",
                     help="train without validation, keeping the last step (the guard still uses validation)")
+    ap.add_argument("--all-questions", action="store_true",
+                    help="ragtune rows also train on the validation documents' questions, as LlamaIndex's recipe "
+                         "trains on every question; validation still comes from those documents, so the guard's "
+                         "validation score is no longer held out (its check set still is)")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--unguarded", action="store_true",
                     help="also score the fine-tuned model the forgetting guard did not hand over (a weight mix or "
@@ -232,6 +241,8 @@ def main() -> None:
                     cmd.append("--reuse")
             if args.keep_last:
                 cmd.append("--keep-last")
+            if args.all_questions and recipe != "llamaindex":
+                cmd.append("--all-questions")
             if args.monitor:
                 cmd += ["--monitor", *(["--cross", args.cross] if args.cross else [])]
             print(f"[{time.strftime('%H:%M:%S')}] training {key}", flush=True)
