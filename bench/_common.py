@@ -104,10 +104,10 @@ def with_validation_questions(ds: BeirDataset, train: BeirDataset) -> BeirDatase
     """``train`` plus every question of ``ds`` that :func:`split_by_document` held out with its validation
     documents: all the questions, as LlamaIndex's recipe trains. Validation built from those documents then judges
     a model that was trained on their questions."""
-    qrels = dict(train.qrels)
+    qrels, val_docs = dict(train.qrels), validation_documents(ds)
     for qid, judged in ds.qrels.items():
         positives = {d for d, s in judged.items() if s > 0}
-        if positives and qid in ds.queries and qid not in qrels:
+        if positives & val_docs and qid in ds.queries:  # --max-pairs' cut of the training questions stays
             qrels[qid] = {d: 1 for d in positives}
     print(f"all questions: {len(qrels) - len(train.qrels)} questions of validation documents added to "
           f"{len(train.qrels)} training questions", flush=True)
