@@ -102,8 +102,8 @@ def split_by_document(ds: BeirDataset, val_fraction: float = 0.1, seed: int = 42
 
 def with_validation_questions(ds: BeirDataset, train: BeirDataset) -> BeirDataset:
     """``train`` plus every question of ``ds`` that :func:`split_by_document` held out with its validation
-    documents: all the questions, as LlamaIndex's recipe trains. Validation built from those documents then judges
-    a model that was trained on their questions."""
+    documents (without ``max_pairs``: all the questions, as LlamaIndex's recipe trains). Validation built from those
+    documents then judges a model that was trained on their questions."""
     qrels, val_docs = dict(train.qrels), validation_documents(ds)
     for qid, judged in ds.qrels.items():
         positives = {d for d, s in judged.items() if s > 0}
