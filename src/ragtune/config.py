@@ -23,6 +23,8 @@ from ragtune.errors import ConfigError
 
 # the texts the embedding trainer's anchor holds (ragtune.train.anchor)
 AnchorTexts = Literal["passages", "all"]
+Direction = Literal["query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc"]
+HardnessMode = Literal["in_batch_negatives", "hard_negatives", "all_negatives"]
 
 
 class _Config(BaseModel):
@@ -94,6 +96,19 @@ class EmbeddingTrainConfig(_Config):
     loss: Literal["mnrl", "cached-mnrl", "margin-mse", "kl"] = Field(
         "mnrl", description="mnrl | cached-mnrl (GradCache, big batches) | margin-mse / kl (distil a teacher)")
     negatives: int = Field(1, ge=0, le=64, description="mined hard negatives per query (0 = in-batch only)")
+    directions: list[Direction] = Field(["query_to_doc"], min_length=1, description="mnrl / cached-mnrl: "
+                                        "which similarities the softmax ranks (query_to_doc always; add "
+                                        "doc_to_query for a symmetric loss, query_to_query / doc_to_doc for "
+                                        "GTE's improved contrastive loss)")
+    partition_mode: Literal["joint", "per_direction"] = Field("joint", description="mnrl / cached-mnrl with "
+                                                              "several directions: one softmax over all, or one "
+                                                              "per direction, averaged")
+    hardness_mode: HardnessMode | None = Field(None, description="mnrl / cached-mnrl: raise these negatives' "
+                                               "logits by hardness_strength x their cosine, so harder ones weigh "
+                                               "more (None = off)")
+    hardness_strength: float = Field(0.0, ge=0, description="alpha of hardness_mode (Lan et al. use 9 for "
+                                                            "in_batch_negatives, EmbeddingGemma 5 for "
+                                                            "hard_negatives)")
     mine_with: Literal["dense", "bm25", "both"] = Field("dense", description="miner: the base model, BM25, both")
     mine_range_min: int = Field(0, ge=0, description="skip the best N non-positive candidates")
     mine_range_max: int = Field(30, ge=1, description="look at candidates up to this rank")
@@ -186,6 +201,7 @@ class EmbeddingTrainConfig(_Config):
             raise ValueError(f"teacher with loss={self.loss!r} is only used to drop false negatives among mined "
                              "ones: set negatives >= 1 and teacher_margin (e.g. 0.0), use loss='margin-mse' or "
                              "'kl', or remove teacher")
+        self._ranking_options()
         lora_options = [k for k in ("lora_alpha", "lora_targets") if getattr(self, k) is not None]
         if self.lora_rank is None and (lora_options or self.lora_dropout):
             raise ValueError(f"{', '.join(lora_options) or 'lora_dropout'} is set but lora_rank is not: set lora_rank "
@@ -204,6 +220,26 @@ class EmbeddingTrainConfig(_Config):
             raise ValueError(f"negatives ({self.negatives}) exceeds the candidate window mine_range_max - "
                              f"mine_range_min ({self.mine_range_max - self.mine_range_min}); raise mine_range_max")
         return self
+
+
+    def _ranking_options(self) -> None:
+        """The MNRL-only options (directions, partition_mode, hardness_*) checked against each other and the loss."""
+        changed = [k for k, default in (("directions", ["query_to_doc"]), ("partition_mode", "joint"),
+                                        ("hardness_mode", None), ("hardness_strength", 0.0))
+                   if getattr(self, k) != default]
+        if changed and self.loss not in ("mnrl", "cached-mnrl"):
+            raise ValueError(f"{', '.join(changed)} shape the MNRL loss but loss={self.loss!r}: use loss='mnrl' or "
+                             "'cached-mnrl', or drop them")
+        if "query_to_doc" not in self.directions or len(set(self.directions)) != len(self.directions):
+            raise ValueError(f"directions={self.directions}: list each direction once and include 'query_to_doc' "
+                             "(the query's own passage is the positive), e.g. ['query_to_doc', 'doc_to_query']")
+        pairwise = sorted(set(self.directions) & {"query_to_query", "doc_to_doc"})
+        if self.partition_mode == "per_direction" and pairwise:
+            raise ValueError(f"partition_mode='per_direction' cannot rank {', '.join(pairwise)} (they have no "
+                             "positive of their own): use partition_mode='joint', or drop them")
+        if (self.hardness_mode is None) != (self.hardness_strength == 0):
+            raise ValueError(f"hardness_mode={self.hardness_mode!r} with hardness_strength={self.hardness_strength}: "
+                             "set both (e.g. 'hard_negatives' and 5.0) or neither")
 
 
 class EvalConfig(_Config):

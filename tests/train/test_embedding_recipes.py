@@ -50,6 +50,8 @@ def teacher(tmp_path_factory, minilm_path):
     ("mnrl", {"negatives": 2, "mine_with": "dense"}, "MultipleNegativesRankingLoss"),
     ("cached-mnrl", {"negatives": 1, "mine_with": "bm25", "mini_batch_size": 2},
      "CachedMultipleNegativesRankingLoss"),
+    ("mnrl", {"negatives": 1, "mine_with": "bm25", "directions": ["query_to_doc", "query_to_query", "doc_to_query"],
+              "hardness_mode": "hard_negatives", "hardness_strength": 5.0}, "MultipleNegativesRankingLoss"),
     ("margin-mse", {"negatives": 2, "mine_with": "bm25"}, "MarginMSELoss"),
     ("kl", {"negatives": 2, "mine_with": "both", "relative_margin": None, "teacher_margin": -1.0},
      "DistillKLDivLoss"),
@@ -73,6 +75,51 @@ def test_each_loss_trains_and_writes_a_loadable_model(loss, extra, loss_class, t
         assert log["config"]["teacher"].startswith("CrossEncoder:")
         # the tiny teacher's sigmoid scores lie in (0, 1): a margin of -1 drops none of the 2 * 2 + 2 rescored
         assert log["mining"]["teacher_scored"] == 24 * 6 and log["mining"]["teacher_dropped"] == 0
+
+
+def test_ranking_options_reach_the_loss_and_change_it(tiny_model_path):
+    import torch
+
+    from ragtune.models import load_sentence_transformer
+    from ragtune.train.losses import build_loss
+
+    model = load_sentence_transformer(tiny_model_path, device="cpu")
+    torch.manual_seed(0)
+    embeddings = [torch.randn(4, 32) for _ in range(3)]  # queries, positives, one negative each
+    plain = build_loss(model, _config(tiny_model_path, negatives=1))
+    values = {}
+    for name, extra in {"gte": {"directions": ["query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc"]},
+                        "symmetric": {"directions": ["query_to_doc", "doc_to_query"],
+                                      "partition_mode": "per_direction"},
+                        "hard": {"hardness_mode": "all_negatives", "hardness_strength": 9.0}}.items():
+        loss = build_loss(model, _config(tiny_model_path, negatives=1, anchor_weight=1.0, **extra)).loss
+        assert tuple(loss.directions) == tuple(extra.get("directions", ["query_to_doc"]))
+        assert loss.partition_mode == extra.get("partition_mode", "joint")
+        assert loss.hardness_mode == extra.get("hardness_mode") and loss.hardness_strength == extra.get(
+            "hardness_strength", 0.0)
+        values[name] = float(loss.compute_loss_from_embeddings(embeddings, None))
+    assert plain.directions == ("query_to_doc",) and plain.hardness_mode is None
+    base = float(plain.compute_loss_from_embeddings(embeddings, None))
+    assert all(abs(v - base) > 1e-4 for v in values.values()), (base, values)
+    cached = build_loss(model, _config(tiny_model_path, loss="cached-mnrl", directions=["query_to_doc",
+                                                                                        "doc_to_query"]))
+    assert tuple(cached.directions) == ("query_to_doc", "doc_to_query")
+
+
+def test_ranking_options_an_older_sentence_transformers_lacks_fail_with_a_fix(tiny_model_path):
+    from ragtune.train.losses import _ranking_options
+
+    class OldMNRL:  # the signature of sentence-transformers' MNRL before the directions / hardness options
+        def __init__(self, model, scale=20.0, similarity_fct=None):
+            pass
+
+    assert _ranking_options(OldMNRL, _config(tiny_model_path)) == {}
+    with pytest.raises(ConfigError, match="directions, partition_mode: OldMNRL of sentence-transformers .* "
+                                          "upgrade it"):
+        _ranking_options(OldMNRL, _config(tiny_model_path, directions=["query_to_doc", "doc_to_query"]))
+    with pytest.raises(ConfigError, match="hardness_mode, hardness_strength"):
+        _ranking_options(OldMNRL, _config(tiny_model_path, hardness_mode="in_batch_negatives",
+                                          hardness_strength=9.0))
 
 
 def test_resume_reuses_mined_negatives_and_teacher_scores(tiny_model_path, teacher, tmp_path, monkeypatch,
@@ -236,6 +283,13 @@ def test_supervised_pairs_load_and_bad_lines_name_file_and_line(tmp_path):
     ({"mine_range_min": 30}, "mine_range_min"),
     ({"matryoshka_dims": [64, 64]}, "distinct positive sizes"),
     ({"teacher": 42}, "spec string"),
+    ({"directions": ["doc_to_query"]}, "include 'query_to_doc'"),
+    ({"directions": ["query_to_doc", "query_to_doc"]}, "list each direction once"),
+    ({"directions": ["query_to_doc", "query_to_query"], "partition_mode": "per_direction"},
+     "cannot rank query_to_query"),
+    ({"hardness_strength": 5.0}, "set both"),
+    ({"loss": "kl", "teacher": "msmarco-onnx", "negatives": 2, "directions": ["query_to_doc", "doc_to_query"]},
+     "directions shape the MNRL loss"),
 ])
 def test_config_rejects_bad_combinations_with_a_fix(kw, message):
     from ragtune.config import RunConfig
@@ -259,6 +313,8 @@ def test_cli_trains_from_pairs_with_the_new_flags(tiny_model_path, tmp_path):
                                  tiny_model_path, "--output", str(out), "--max-steps", "2", "--batch-size", "4",
                                  "--loss", "cached-mnrl", "--mini-batch-size", "2", "--negatives", "1",
                                  "--mine-with", "bm25", "--matryoshka-dims", "32,16", "--patience", "0",
+                                 "--directions", "query_to_doc, doc_to_query", "--partition-mode", "per_direction",
+                                 "--hardness-mode", "in_batch_negatives", "--hardness-strength", "9",
                                  "--gradient-checkpointing", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
@@ -267,6 +323,9 @@ def test_cli_trains_from_pairs_with_the_new_flags(tiny_model_path, tmp_path):
     log = json.loads((out / "train-log.json").read_text())
     assert log["config"]["mini_batch_size"] == 2 and log["config"]["patience"] is None
     assert log["config"]["matryoshka_dims"] == [32, 16] and log["config"]["gradient_checkpointing"] is True
+    assert log["config"]["directions"] == ["query_to_doc", "doc_to_query"] and log["config"]["partition_mode"] == (
+        "per_direction") and (log["config"]["hardness_mode"], log["config"]["hardness_strength"]) == (
+        "in_batch_negatives", 9.0)
     model = SentenceTransformer(str(out / "model"), device="cpu", truncate_dim=16)
     assert model.encode(["a question"]).shape == (1, 16)
     bad = runner.invoke(app, ["train", "embedding", "--pairs", str(tmp_path / "pairs.jsonl"), "--output",

@@ -46,6 +46,18 @@ def embedding_command(
     loss: str | None = typer.Option(None, "--loss", help="mnrl, cached-mnrl (big batches in little memory), "
                                                          "margin-mse or kl (distil --teacher); default mnrl."),
     negatives: int | None = typer.Option(None, "--negatives", help="Hard negatives mined per query [0]."),
+    directions: str | None = typer.Option(None, "--directions", metavar="DIR,...",
+                                          help="mnrl / cached-mnrl: similarities the softmax ranks, from "
+                                               "query_to_doc, doc_to_query, query_to_query, doc_to_doc "
+                                               "(default: query_to_doc)."),
+    partition_mode: str | None = typer.Option(None, "--partition-mode", help="With several --directions: joint "
+                                              "(one softmax) or per_direction (one each, averaged) (default: joint)."),
+    hardness_mode: str | None = typer.Option(None, "--hardness-mode", help="mnrl / cached-mnrl: weigh harder "
+                                             "in_batch_negatives, hard_negatives or all_negatives more (with "
+                                             "--hardness-strength) (default: off)."),
+    hardness_strength: float | None = typer.Option(None, "--hardness-strength", metavar="ALPHA",
+                                                   help="With --hardness-mode: logit boost per unit of cosine "
+                                                        "[0]."),
     mine_with: str | None = typer.Option(None, "--mine-with", help="Miner: dense (the base model), bm25 or both "
                                                                    "(default: dense)."),
     relative_margin: float | None = typer.Option(None, "--relative-margin", help="False-negative guard: skip "
@@ -142,12 +154,13 @@ def embedding_command(
                  "embedding.max_seq_length": max_seq_length, "embedding.seed": seed,
                  "embedding.gradient_checkpointing": gradient_checkpointing, "embedding.loss": loss,
                  "embedding.negatives": negatives, "embedding.mine_with": mine_with,
+                 "embedding.directions": _names(directions), "embedding.partition_mode": partition_mode,
+                 "embedding.hardness_mode": hardness_mode, "embedding.hardness_strength": hardness_strength,
                  "embedding.relative_margin": relative_margin, "embedding.teacher": teacher,
                  "embedding.teacher_margin": teacher_margin, "embedding.matryoshka_dims": dims,
                  "embedding.mini_batch_size": mini_batch_size, "embedding.evals_per_epoch": evals_per_epoch,
                  "embedding.freeze_upper_layers": freeze_upper_layers, "embedding.layer_lr_decay": layer_lr_decay,
-                 "embedding.freeze_modules": [m.strip() for m in freeze_modules.split(",") if m.strip()]
-                 if freeze_modules is not None else None,
+                 "embedding.freeze_modules": _names(freeze_modules),
                  "embedding.lora_rank": lora_rank, "embedding.anchor_weight": anchor_weight,
                  "embedding.patience": patience if patience != 0 else None,
                  "guard.max_general_drop": max_general_drop}
@@ -199,6 +212,11 @@ def embedding_command(
         console.print("no forgetting guard: it needs --val (a validation split of your documents)",
                       highlight=False)
     console.print(f"model: {result.model_dir}", highlight=False, soft_wrap=True)
+
+
+def _names(value: str | None) -> list[str] | None:
+    """A comma-separated option as its list of names (None when the option was not given)."""
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
 
 
 def _monitor_sets(specs: list[str]) -> dict:

@@ -1,6 +1,7 @@
 """Losses of the embedding trainer by name (``EmbeddingTrainConfig.loss``), all from sentence-transformers.
 
-``mnrl`` (MultipleNegativesRankingLoss: in-batch plus mined negatives), ``cached-mnrl`` (its GradCache form: large
+``mnrl`` (MultipleNegativesRankingLoss: in-batch plus mined negatives; ``directions``, ``partition_mode`` and
+``hardness_mode`` pick its symmetric, GTE-style or hardness-weighted forms), ``cached-mnrl`` (its GradCache form: large
 batches in bounded memory), ``margin-mse`` and ``kl`` (distil a cross-encoder teacher's scores over the positive and
 mined negatives); :func:`build_loss` wraps any of them in MatryoshkaLoss when truncated sizes are asked for, or in
 :class:`~ragtune.train.anchor.AnchoredLoss` when ``anchor_weight`` asks to keep the embeddings near the base's.
@@ -14,16 +15,38 @@ from typing import Any
 from ragtune.config import EmbeddingTrainConfig
 
 
-def _mnrl(model: Any, config: EmbeddingTrainConfig) -> Any:
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+def _ranking_options(loss_class: type, config: EmbeddingTrainConfig) -> dict[str, Any]:
+    """The MNRL options ``config`` sets away from their defaults (directions, partition, hardness weighting), checked
+    against what the installed sentence-transformers' ``loss_class`` accepts."""
+    import inspect
 
-    return MultipleNegativesRankingLoss(model, scale=config.scale)
+    from ragtune.errors import ConfigError
+
+    options: dict[str, Any] = {}
+    if config.directions != ["query_to_doc"] or config.partition_mode != "joint":
+        options.update(directions=tuple(config.directions), partition_mode=config.partition_mode)
+    if config.hardness_mode is not None:
+        options.update(hardness_mode=config.hardness_mode, hardness_strength=config.hardness_strength)
+    missing = sorted(set(options) - set(inspect.signature(loss_class.__init__).parameters))
+    if missing:
+        import sentence_transformers
+
+        raise ConfigError(f"{', '.join(missing)}: {loss_class.__name__} of sentence-transformers "
+                          f"{sentence_transformers.__version__} has no such option; upgrade it "
+                          "(pip install -U sentence-transformers) or leave the option at its default")
+    return options
+
+
+def _mnrl(model: Any, config: EmbeddingTrainConfig) -> Any:
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss as Loss
+
+    return Loss(model, scale=config.scale, **_ranking_options(Loss, config))
 
 
 def _cached_mnrl(model: Any, config: EmbeddingTrainConfig) -> Any:
-    from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss as Loss
 
-    return CachedMultipleNegativesRankingLoss(model, scale=config.scale, mini_batch_size=config.mini_batch_size)
+    return Loss(model, scale=config.scale, mini_batch_size=config.mini_batch_size, **_ranking_options(Loss, config))
 
 
 def _margin_mse(model: Any, config: EmbeddingTrainConfig) -> Any:
