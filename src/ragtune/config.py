@@ -221,7 +221,6 @@ class EmbeddingTrainConfig(_Config):
                              f"mine_range_min ({self.mine_range_max - self.mine_range_min}); raise mine_range_max")
         return self
 
-
     def _ranking_options(self) -> None:
         """The MNRL-only options (directions, partition_mode, hardness_*) checked against each other and the loss."""
         changed = [k for k, default in (("directions", ["query_to_doc"]), ("partition_mode", "joint"),
