@@ -45,7 +45,7 @@ def embedding_command(
                                                          "packaged all-MiniLM-L6-v2]."),
     loss: str | None = typer.Option(None, "--loss", help="mnrl, cached-mnrl (big batches in little memory), "
                                                          "margin-mse or kl (distil --teacher); default mnrl."),
-    negatives: int | None = typer.Option(None, "--negatives", help="Hard negatives mined per query [0]."),
+    negatives: int | None = typer.Option(None, "--negatives", help="Hard negatives mined per query [1]."),
     directions: str | None = typer.Option(None, "--directions", metavar="DIR,...",
                                           help="mnrl / cached-mnrl: similarities the softmax ranks, from "
                                                "query_to_doc, doc_to_query, query_to_query, doc_to_doc "
