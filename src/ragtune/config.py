@@ -221,11 +221,16 @@ class EmbeddingTrainConfig(_Config):
                              f"mine_range_min ({self.mine_range_max - self.mine_range_min}); raise mine_range_max")
         return self
 
+    def changed_ranking_options(self) -> list[str]:
+        """The MNRL-only options (directions, partition_mode, hardness_mode, hardness_strength) not at their
+        defaults."""
+        fields = type(self).model_fields
+        return [k for k in ("directions", "partition_mode", "hardness_mode", "hardness_strength")
+                if getattr(self, k) != fields[k].default]
+
     def _ranking_options(self) -> None:
-        """The MNRL-only options (directions, partition_mode, hardness_*) checked against each other and the loss."""
-        changed = [k for k, default in (("directions", ["query_to_doc"]), ("partition_mode", "joint"),
-                                        ("hardness_mode", None), ("hardness_strength", 0.0))
-                   if getattr(self, k) != default]
+        """The MNRL-only options checked against each other and the loss."""
+        changed = self.changed_ranking_options()
         if changed and self.loss not in ("mnrl", "cached-mnrl"):
             raise ValueError(f"{', '.join(changed)} shape the MNRL loss but loss={self.loss!r}: use loss='mnrl' or "
                              "'cached-mnrl', or drop them")

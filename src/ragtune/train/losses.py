@@ -23,9 +23,10 @@ def _ranking_options(loss_class: type, config: EmbeddingTrainConfig) -> dict[str
     from ragtune.errors import ConfigError
 
     options: dict[str, Any] = {}
-    if config.directions != ["query_to_doc"] or config.partition_mode != "joint":
+    changed = config.changed_ranking_options()
+    if "directions" in changed or "partition_mode" in changed:
         options.update(directions=tuple(config.directions), partition_mode=config.partition_mode)
-    if config.hardness_mode is not None:
+    if "hardness_mode" in changed:
         options.update(hardness_mode=config.hardness_mode, hardness_strength=config.hardness_strength)
     missing = sorted(set(options) - set(inspect.signature(loss_class.__init__).parameters))
     if missing:
