@@ -63,7 +63,8 @@ def main() -> None:
 
     base = resolve_model(args.base)
     out = Path(args.out)
-    cfg = GuardConfig(**({"alphas": [float(a) for a in args.alphas.split(",")]} if args.alphas else {}),
+    cfg = GuardConfig(measure_all=True,  # every mix on both sets, not only up to the first that passes
+                      **({"alphas": [float(a) for a in args.alphas.split(",")]} if args.alphas else {}),
                       **({"sparse_mixes": [float(x) for x in args.sparse.split(",")]} if args.sparse else {}))
     train, val = split_by_document(load_train_source(Path(args.data), args.source))
     val, added = with_distractors(val, train.corpus, args.distractors)

@@ -258,7 +258,8 @@ def test_module_mix_wins_when_forgetting_sits_in_the_upper_attention(tiny_model_
 
     monkeypatch.setattr(guard_mod, "_evaluate", fake_evaluate)
     general = load_checkset("en")
-    result = guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g", general=general)
+    result = guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g", GuardConfig(measure_all=True),
+                         general)
     # lower-layers=1 passes at 0.53, base-attn-from=1 at 0.56; base-ffn-from=1 keeps the upper attention and fails
     assert result.decision == "interpolated" and result.module == "attn@1" and result.candidate == "base-attn-from=1"
     assert result.alpha is None and result.layers is None and result.to_dict()["module"] == "attn@1"
@@ -270,6 +271,11 @@ def test_module_mix_wins_when_forgetting_sits_in_the_upper_attention(tiny_model_
     assert f"it keeps {result.kept['base-attn-from=1']:.0%} of the fine-tuning change" in result.message
     got = _state(result.model_dir)
     assert got[attn].equal(base_sd[attn]) and got[ffn].equal(ft_sd[ffn]) and got[low].equal(ft_sd[low])
+    # the default search goes from the most change kept down: base-ffn-from=1 (the larger weights) fails the check
+    # set and is not scored on validation, base-attn-from=1 passes, and the mixes keeping less are never scored
+    quick = guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "gq", general=general)
+    assert quick.candidate == "base-attn-from=1" and set(quick.scores["base-ffn-from=1"]) == {"general"}
+    assert set(quick.scores) == {"base", "fine-tuned", "base-ffn-from=1", "base-attn-from=1"}
     res = guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g2", GuardConfig(module_mixes=[]),
                       general)
     assert res.candidate == "lower-layers=1" and not any(k.startswith("base-") for k in res.scores)
@@ -285,7 +291,8 @@ def test_module_mix_wins_when_forgetting_sits_in_the_upper_attention(tiny_model_
         return fake_evaluate(model, dataset, batch_size)
 
     monkeypatch.setattr(guard_mod, "_evaluate", noisy_validation)
-    res = guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g4", general=general)
+    res = guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g4", GuardConfig(measure_all=True),
+                      general)
     assert res.candidate == "base-attn-from=1" and res.score("lower-layers=1", "val") > res.score(res.candidate, "val")
     res = guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g5", GuardConfig(prefer="validation"),
                       general)
@@ -348,7 +355,7 @@ def test_sparse_mix_wins_when_only_the_small_changes_cost_the_check_set(tiny_mod
 
     monkeypatch.setattr(guard_mod, "_evaluate", fake_evaluate)
     result = guard_model(tiny_model_path, str(tmp_path / "ft"), load_beir(toy_beir), tmp_path / "g",
-                         GuardConfig(sparse_mixes=[0.1, 0.2, 0.3, 0.5]), load_checkset("en"))
+                         GuardConfig(sparse_mixes=[0.1, 0.2, 0.3, 0.5], measure_all=True), load_checkset("en"))
     # keeps 0.1, 0.2 and 0.3 take all of the largest changes and none of the small ones: the tie goes to 0.3;
     # 0.5 takes some small ones (0.051 ... 0.059) and fails the check set; uniform mixes above 0.1 fail it too
     assert result.decision == "interpolated" and result.keep == 0.3 and result.candidate == "sparse=0.3"
@@ -359,6 +366,9 @@ def test_sparse_mix_wins_when_only_the_small_changes_cost_the_check_set(tiny_mod
     assert "lower-layers=1" not in result.scores  # only the embeddings moved: a layer mix is the fine-tuned model
     got = _state(result.model_dir)[key]
     assert torch.equal(got[big], f[big]) and torch.equal(got[small], b[small])
+    quick = guard_model(tiny_model_path, str(tmp_path / "ft"), load_beir(toy_beir), tmp_path / "gq",
+                        GuardConfig(sparse_mixes=[0.1, 0.2, 0.3, 0.5]), load_checkset("en"))
+    assert quick.candidate == "sparse=0.3" and "sparse=0.1" not in quick.scores  # 0.1 keeps less: never scored
     res = guard_model(tiny_model_path, str(tmp_path / "ft"), load_beir(toy_beir), tmp_path / "g2",
                       general=load_checkset("en"))  # the default tries none
     assert res.keep is None and not any(k.startswith("sparse=") for k in res.scores)
@@ -493,7 +503,11 @@ def test_clearly_worse_model_is_refused(minilm, minilm_path, noisy_minilm, toy_b
     assert data["decision"] == "base" and data["verdict"] == "fail" and data["message"] == result.message
     assert data["val_base"] == data["val_chosen"] == result.score("base", "val")
     assert data["general_fine_tuned"] < data["general_base"]
-    assert set(data["scores"]["alpha=0.5"]) == {"val", "general"} and "hit@1" in data["scores"]["base"]["val"]
+    assert "hit@1" in data["scores"]["base"]["val"] and set(data["scores"]["fine-tuned"]) == {"val", "general"}
+    limit = data["general_base"] - data["max_general_drop"]
+    mixes = {n: s for n, s in data["scores"].items() if n not in ("base", "fine-tuned")}
+    assert all(("val" in s) == (s["general"]["ndcg@10"] >= limit) for s in mixes.values())
+    assert any("val" not in s for s in mixes.values())  # the noisy mixes fail the check set: validation not spent
     # the model written is the base, as a plain sentence-transformers directory
     import torch
     from safetensors.torch import load_file
@@ -538,7 +552,8 @@ def test_best_passing_mix_is_chosen(tiny_model_path, toy_beir, tmp_path, monkeyp
     general = load_checkset("en")
     # fine-tuned: val +0.1 but general -0.05; on the default grid (0.1 apart) alpha 0.3 loses 0.0045 (passes),
     # 0.4 loses 0.008 (fails)
-    result = guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g", general=general)
+    result = guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g", GuardConfig(measure_all=True),
+                         general)
     assert result.decision == "interpolated" and result.alpha == 0.3 and result.verdict == "warn"
     # the tiny model has 2 layers: one layer mix, whose fine-tuned embeddings (t = 1 here) fail the check set
     assert set(result.scores) == {"base", "fine-tuned", "lower-layers=1", "base-attn-from=1", "base-ffn-from=1",
@@ -546,6 +561,12 @@ def test_best_passing_mix_is_chosen(tiny_model_path, toy_beir, tmp_path, monkeyp
     assert "lost 5.0 points" in result.message and "0.3 of the fine-tuned weights" in result.message
     got = _state(result.model_dir)
     assert torch.allclose(got[key], 0.7 * base_sd[key] + 0.3 * ft_sd[key], atol=1e-6)
+    # the default search: from the most change kept down, stopping at alpha 0.3 (0.1 and 0.2 keep less); the mixes
+    # that fail the check set are not scored on validation
+    quick = guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "gq", general=general)
+    assert quick.alpha == 0.3 and quick.scores["alpha=0.3"] == result.scores["alpha=0.3"]
+    assert "alpha=0.1" not in quick.scores and "alpha=0.2" not in quick.scores
+    assert set(quick.scores["alpha=0.4"]) == {"general"} and set(quick.scores["alpha=0.3"]) == {"val", "general"}
     # a looser limit lets a bigger mix through (0.6 loses 0.018); the best validation score among passing mixes wins
     cfg = GuardConfig(max_general_drop=0.02)
     assert guard_model(tiny_model_path, ft, load_beir(toy_beir), tmp_path / "g2", cfg, general).alpha == 0.6

@@ -28,7 +28,12 @@ and on a small general-domain check set (:func:`ragtune.data.checkset.load_check
    kept more of the domain gain than a uniform mix at the same cost on the check set, and resetting only the
    attention (or only the feed-forward) half of those upper layers kept more still. Sparse mixes are off by
    default because, on that model, keeping only the largest changes cost the check set nearly as much as the
-   whole fine-tuned model (bench/RESULTS.md, "Sparse mixes");
+   whole fine-tuned model (bench/RESULTS.md, "Sparse mixes").
+   How much of the change a mix keeps is a property of its weights, known before any measurement, so with
+   ``prefer="most_kept"`` the mixes are scored from the one that keeps the most down, each on the check set
+   first (validation only if it passes there), and the search stops once a mix passes both tests: no mix that
+   keeps less could win. The choice is the one scoring every mix would make; ``measure_all`` scores them all
+   anyway (for studies such as ``bench/guard_curve.py``);
 3. failing that, the base model is kept, and the report says so.
 
 It writes::
@@ -105,6 +110,10 @@ class GuardConfig(_Config):
                                       description="also try sparse mixes when the fine-tuned model fails: the base "
                                                   "plus, in every weight, this share of the entries training changed "
                                                   "most (e.g. [0.1, 0.2, 0.3, 0.5]; default [] = never)")
+    measure_all: bool = Field(False, description="score every mix on both sets; by default (with "
+                                                 "prefer='most_kept') the search stops at the first mix that passes, "
+                                                 "trying those that keep the most of the change first, and a mix "
+                                                 "that fails the check set is not scored on validation")
     check_set: str = Field("auto", description="'auto' (language of the validation corpus), 'en', 'zh', or the "
                                                "path of your own BEIR directory")
     batch_size: int = Field(64, ge=1, description="encoding batch size")
@@ -348,10 +357,16 @@ def guard_model(
     scores: dict[str, dict[str, dict[str, float]]] = {}
     kept = {BASE: 0.0, FINE_TUNED: 1.0}
 
-    def measure(name: str, model) -> tuple[float, float]:
-        scores[name] = {"val": _evaluate(model, val, cfg.batch_size),
-                        "general": _evaluate(model, general, cfg.batch_size)}
-        v, g = scores[name]["val"][cfg.metric], scores[name]["general"][cfg.metric]
+    def measure(name: str, model, limit: float | None = None) -> tuple[float | None, float]:
+        """Score ``model`` on the check set, then on validation unless ``limit`` is given and the check-set score
+        falls below it (validation is then None: the mix has already failed)."""
+        scores[name] = {"general": _evaluate(model, general, cfg.batch_size)}
+        g = scores[name]["general"][cfg.metric]
+        if limit is not None and g < limit:
+            logger.info("guard: %s %s general %.4f, below %.4f: not scored on validation", name, cfg.metric, g, limit)
+            return None, g
+        scores[name] = {"val": _evaluate(model, val, cfg.batch_size), **scores[name]}
+        v = scores[name]["val"][cfg.metric]
         logger.info("guard: %s %s validation %.4f, general %.4f", name, cfg.metric, v, g)
         return v, g
 
@@ -376,15 +391,29 @@ def guard_model(
                         (None, None, None, f"{kind}@{k}")) for kind in kinds for k in range(1, top)]
         candidates += [(_sparse_name(x), lambda x=x: _sparse_mix(base_model, ft_model, x, names),
                         (None, None, x, None)) for x in cfg.sparse_mixes]
-        best: tuple[float, float] | None = None
-        for name, build, which in candidates:
-            mixed = build()
-            share = kept_change(base_model, mixed, ft_model)
-            if share >= 1.0:  # the fine-tuned model again (e.g. trained with those modules frozen): already refused
+        shares = {}
+        for name, build, _ in candidates:
+            shares[name] = kept_change(base_model, build(), ft_model)
+            if shares[name] >= 1.0:  # the fine-tuned model again (e.g. trained with those modules frozen): refused
                 logger.debug("forgetting guard: %s equals the fine-tuned model; skipped", name)
+        candidates = [c for c in candidates if shares[c[0]] < 1.0]
+        # most_kept: the first mix (from the most kept down) that passes wins, ties going to the better validation
+        # score; a mix below the check set's limit has failed whatever its validation score
+        quick = cfg.prefer == "most_kept" and not cfg.measure_all
+        if quick:
+            candidates.sort(key=lambda c: -shares[c[0]])
+        limit = base_gen - cfg.max_general_drop - _EPS if quick else None
+        best: tuple[float, float] | None = None
+        for i, (name, build, which) in enumerate(candidates):
+            if quick and best is not None and shares[name] < best[0] - _EPS:
+                logger.info("forgetting guard: %s passed; the %d mixes left keep less of the change and were not "
+                            "scored", chosen_name, len(candidates) - i)
+                break
+            mixed = build()
+            v, g = measure(name, mixed, limit)
+            kept[name] = shares[name]
+            if v is None:
                 continue
-            v, g = measure(name, mixed)
-            kept[name] = share
             rank = (kept[name], v) if cfg.prefer == "most_kept" else (v, kept[name])
             if _passes(v, g, base_val, base_gen, cfg) and (best is None or rank > best):
                 best, decision, chosen, chosen_name = rank, INTERPOLATED, mixed, name
