@@ -263,8 +263,12 @@ def general_check_set(config: GuardConfig, val: BeirDataset) -> tuple[BeirDatase
     return load_beir(path), str(path)
 
 
+def _general_ok(general: float, base_general: float, cfg: GuardConfig) -> bool:
+    return base_general - general <= cfg.max_general_drop + _EPS
+
+
 def _passes(val: float, general: float, base_val: float, base_general: float, cfg: GuardConfig) -> bool:
-    return val - base_val > cfg.min_val_gain + _EPS and base_general - general <= cfg.max_general_drop + _EPS
+    return val - base_val > cfg.min_val_gain + _EPS and _general_ok(general, base_general, cfg)
 
 
 def _points(x: float) -> str:
@@ -357,13 +361,14 @@ def guard_model(
     scores: dict[str, dict[str, dict[str, float]]] = {}
     kept = {BASE: 0.0, FINE_TUNED: 1.0}
 
-    def measure(name: str, model, limit: float | None = None) -> tuple[float | None, float]:
-        """Score ``model`` on the check set, then on validation unless ``limit`` is given and the check-set score
-        falls below it (validation is then None: the mix has already failed)."""
+    def measure(name: str, model, skip_failed: bool = False) -> tuple[float | None, float]:
+        """Score ``model`` on the check set, then on validation unless ``skip_failed`` and the check set already
+        failed it (validation is then None)."""
         scores[name] = {"general": _evaluate(model, general, cfg.batch_size)}
         g = scores[name]["general"][cfg.metric]
-        if limit is not None and g < limit:
-            logger.info("guard: %s %s general %.4f, below %.4f: not scored on validation", name, cfg.metric, g, limit)
+        if skip_failed and not _general_ok(g, scores[BASE]["general"][cfg.metric], cfg):
+            logger.info("guard: %s %s general %.4f, past the check set's limit: not scored on validation", name,
+                        cfg.metric, g)
             return None, g
         scores[name] = {"val": _evaluate(model, val, cfg.batch_size), **scores[name]}
         v = scores[name]["val"][cfg.metric]
@@ -402,7 +407,6 @@ def guard_model(
         quick = cfg.prefer == "most_kept" and not cfg.measure_all
         if quick:
             candidates.sort(key=lambda c: -shares[c[0]])
-        limit = base_gen - cfg.max_general_drop - _EPS if quick else None
         best: tuple[float, float] | None = None
         for i, (name, build, which) in enumerate(candidates):
             if quick and best is not None and shares[name] < best[0] - _EPS:
@@ -410,7 +414,7 @@ def guard_model(
                             "scored", chosen_name, len(candidates) - i)
                 break
             mixed = build()
-            v, g = measure(name, mixed, limit)
+            v, g = measure(name, mixed, skip_failed=quick)
             kept[name] = shares[name]
             if v is None:
                 continue
