@@ -7,8 +7,9 @@ ragtune's evaluator on the set's test qrels and on a set from another domain (``
 - ``llamaindex``: LlamaIndex's ``SentenceTransformersFinetuneEngine`` recipe, executed through the same
   sentence-transformers call it makes (``model.fit`` with MultipleNegativesRankingLoss over a DataLoader of
   InputExamples, batch 10, 2 epochs, 10% warmup, no evaluator), on all the pairs, as its users run it.
-- ``ragtune``: ``ragtune.train_embedding`` with ragtune's default recipe (hard negatives, validation on a
-  document-level split, best checkpoint) followed by the forgetting guard.
+- ``ragtune``: ``ragtune.train_embedding`` with ragtune's default recipe (GTE's loss with hardness-weighted mined
+  negatives, an anchor to the base, the top layers' attention frozen; validation on a document-level split, best
+  checkpoint) followed by the forgetting guard.
 - more ragtune variants with ``--variant NAME='{"loss": "kl", ...}'`` (EmbeddingTrainConfig fields).
 - ``--validation ict`` (the default) validates as ``ragtune run`` does, for early stopping and for the guard: one
   sentence cut out of each validation document (``ragtune.generate.eval_set``), ranked among ``--distractors``

@@ -92,7 +92,7 @@ def test_run_resume_and_adapter(tmp_path, tiny_model_path):
     assert "base+adapter" in result2.report["evaluation"]["systems"]
 
     # Changing the learning rate redoes training but not ingest/split/generate.
-    run_pipeline(docs, run_dir, small_config(tiny_model_path, **{"embedding.learning_rate": 1e-4}),
+    run_pipeline(docs, run_dir, small_config(tiny_model_path, **{"embedding.learning_rate": 5e-5}),
                  stop_after="train")
     steps = json.loads((run_dir / "manifest.json").read_text())["steps"]
     assert steps["generate"].get("skipped_on_resume") and steps["train"]["status"] == "done"

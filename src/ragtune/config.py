@@ -25,6 +25,15 @@ from ragtune.errors import ConfigError
 AnchorTexts = Literal["passages", "all"]
 Direction = Literal["query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc"]
 HardnessMode = Literal["in_batch_negatives", "hard_negatives", "all_negatives"]
+# The default embedding recipe (issue 4; measured in bench/RESULTS.md): GTE's improved contrastive loss with the
+# mined negatives weighted by hardness, an anchor to the base model, and the attention of the top three layers held
+# at the base's weights.
+RECIPE_DIRECTIONS = ("query_to_doc", "query_to_query", "doc_to_query")
+RECIPE_FREEZE = ("attn@-3",)
+RECIPE_ANCHOR = 2.0
+# MNRL's ranking options at sentence-transformers' own values: plain in-batch softmax over query_to_doc
+_PLAIN_MNRL: dict[str, Any] = {"directions": ["query_to_doc"], "partition_mode": "joint", "hardness_mode": None,
+                               "hardness_strength": 0.0}
 
 
 class _Config(BaseModel):
@@ -81,8 +90,8 @@ class EmbeddingTrainConfig(_Config):
     base: str = Field("minilm", description="sentence-transformers name or path; 'minilm' = packaged MiniLM")
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimiser steps")
-    batch_size: int = Field(32, ge=2)
-    learning_rate: float = Field(2e-5, gt=0)
+    batch_size: int = Field(64, ge=2)
+    learning_rate: float = Field(1e-4, gt=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     max_seq_length: int = Field(256, ge=16)
     gradient_checkpointing: bool = Field(False, description="recompute each layer's activations in the backward "
@@ -96,17 +105,18 @@ class EmbeddingTrainConfig(_Config):
     loss: Literal["mnrl", "cached-mnrl", "margin-mse", "kl"] = Field(
         "mnrl", description="mnrl | cached-mnrl (GradCache, big batches) | margin-mse / kl (distil a teacher)")
     negatives: int = Field(1, ge=0, le=64, description="mined hard negatives per query (0 = in-batch only)")
-    directions: list[Direction] = Field(["query_to_doc"], min_length=1, description="mnrl / cached-mnrl: "
-                                        "which similarities the softmax ranks (query_to_doc always; add "
-                                        "doc_to_query for a symmetric loss, query_to_query / doc_to_doc for "
-                                        "GTE's improved contrastive loss)")
+    directions: list[Direction] = Field(list(RECIPE_DIRECTIONS), min_length=1, description="mnrl / cached-mnrl: "
+                                        "which similarities the softmax ranks (query_to_doc always; "
+                                        "doc_to_query makes it symmetric; query_to_query / doc_to_doc under one "
+                                        "softmax give GTE's improved contrastive loss)")
     partition_mode: Literal["joint", "per_direction"] = Field("joint", description="mnrl / cached-mnrl with "
                                                               "several directions: one softmax over all, or one "
                                                               "per direction, averaged")
-    hardness_mode: HardnessMode | None = Field(None, description="mnrl / cached-mnrl: raise these negatives' "
-                                               "logits by hardness_strength x their cosine, so harder ones weigh "
-                                               "more (None = off)")
-    hardness_strength: float = Field(0.0, ge=0, description="alpha of hardness_mode (Lan et al. use 9 for "
+    hardness_mode: HardnessMode | None = Field("hard_negatives", description="mnrl / cached-mnrl: raise these "
+                                               "negatives' logits by hardness_strength x their cosine, so harder "
+                                               "ones weigh more (None = off; the default hard_negatives needs "
+                                               "negatives >= 1 and is left out without them)")
+    hardness_strength: float = Field(5.0, ge=0, description="alpha of hardness_mode (Lan et al. use 9 for "
                                                             "in_batch_negatives, EmbeddingGemma 5 for "
                                                             "hard_negatives)")
     mine_with: Literal["dense", "bm25", "both"] = Field("dense", description="miner: the base model, BM25, both")
@@ -129,9 +139,12 @@ class EmbeddingTrainConfig(_Config):
     mini_batch_size: int = Field(32, ge=1, description="cached-mnrl: examples per forward pass")
     freeze_upper_layers: int = Field(0, ge=0, description="leave the top N transformer layers (and the heads above "
                                                           "them) as the base has them; forgetting sits mostly there")
-    freeze_modules: list[str] = Field(default_factory=list, description="KIND@K specs (KIND attn, ffn or norm): "
-                                      "that sub-layer of every transformer layer from K up keeps the base's weights, "
-                                      "e.g. ['attn@3']")
+    freeze_modules: list[str] = Field(default_factory=lambda: list(RECIPE_FREEZE), description="KIND@K specs "
+                                      "(KIND attn, ffn or norm): that sub-layer of every transformer layer from K "
+                                      "up keeps the base's weights, e.g. ['attn@3']; a negative K counts from the "
+                                      "top ('attn@-3': the top three layers, or all of them in a smaller model). "
+                                      "The default is left out, with a warning, for a model whose weight names "
+                                      "ragtune cannot sort into sub-layers")
     layer_lr_decay: float = Field(1.0, gt=0, le=1, description="layer i from the bottom trains at learning_rate x "
                                                               "this^(i+1), the embeddings at learning_rate (1 = "
                                                               "one rate for all)")
@@ -142,8 +155,10 @@ class EmbeddingTrainConfig(_Config):
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA path")
     lora_targets: list[str] | None = Field(None, min_length=1, description="module names (or name ends) that get "
                                                                           "adapters [every linear layer]")
-    anchor_weight: float = Field(0.0, ge=0, description="learning without forgetting: add this x the mean cosine "
-                                 "distance of the batch's embeddings from a frozen base copy's (0 = off)")
+    anchor_weight: float = Field(RECIPE_ANCHOR, ge=0, description="learning without forgetting: add this x the "
+                                 "mean cosine distance of the batch's embeddings from a frozen base copy's (0 = "
+                                 "off; the default is left out for cached-mnrl and matryoshka_dims, which it "
+                                 "does not work with)")
     anchor_texts: AnchorTexts = Field("passages", description="which texts the anchor holds: the "
                                       "passage columns, or the queries too")
     evals_per_epoch: int = Field(4, ge=1, description="validation evaluations per epoch (with a validation set)")
@@ -206,7 +221,7 @@ class EmbeddingTrainConfig(_Config):
         if self.lora_rank is None and (lora_options or self.lora_dropout):
             raise ValueError(f"{', '.join(lora_options) or 'lora_dropout'} is set but lora_rank is not: set lora_rank "
                              "(e.g. 16) to train LoRA adapters, or drop the LoRA options")
-        if self.anchor_weight > 0 and (self.loss == "cached-mnrl" or self.matryoshka_dims):
+        if self.anchor_weight not in (0, RECIPE_ANCHOR) and (self.loss == "cached-mnrl" or self.matryoshka_dims):
             raise ValueError(f"anchor_weight works with loss mnrl, margin-mse or kl and without matryoshka_dims; "
                              f"it is {self.anchor_weight} with loss={self.loss!r}"
                              f"{' and matryoshka_dims' if self.matryoshka_dims else ''}: drop one of them")
@@ -221,12 +236,29 @@ class EmbeddingTrainConfig(_Config):
                              f"mine_range_min ({self.mine_range_max - self.mine_range_min}); raise mine_range_max")
         return self
 
+    @property
+    def anchor_in_use(self) -> float:
+        """The anchor weight training uses: ``anchor_weight``, or 0 where the default weight meets a loss it does not
+        work with (cached-mnrl, Matryoshka)."""
+        return 0.0 if self.loss == "cached-mnrl" or self.matryoshka_dims else self.anchor_weight
+
     def changed_ranking_options(self) -> list[str]:
-        """The MNRL-only options (directions, partition_mode, hardness_mode, hardness_strength) not at their
-        defaults."""
+        """The MNRL-only options (directions, partition_mode, hardness_mode, hardness_strength) set to something
+        other than their defaults and than plain MNRL's values, i.e. asked for on purpose."""
         fields = type(self).model_fields
-        return [k for k in ("directions", "partition_mode", "hardness_mode", "hardness_strength")
-                if getattr(self, k) != fields[k].default]
+        return [k for k in _PLAIN_MNRL if getattr(self, k) not in (fields[k].get_default(call_default_factory=True),
+                                                                   _PLAIN_MNRL[k])]
+
+    def ranking_options(self) -> dict[str, Any]:
+        """The MNRL options this config trains with that differ from plain MNRL's (so an older sentence-transformers
+        without them is only asked for them when they are in use): the directions with their partition mode, and
+        the hardness weighting unless it weighs mined negatives and there are none."""
+        options: dict[str, Any] = {}
+        if list(self.directions) != _PLAIN_MNRL["directions"] or self.partition_mode != "joint":
+            options.update(directions=tuple(self.directions), partition_mode=self.partition_mode)
+        if self.hardness_mode is not None and (self.hardness_mode != "hard_negatives" or self.negatives > 0):
+            options.update(hardness_mode=self.hardness_mode, hardness_strength=self.hardness_strength)
+        return options
 
     def _ranking_options(self) -> None:
         """The MNRL-only options checked against each other and the loss."""
@@ -241,9 +273,14 @@ class EmbeddingTrainConfig(_Config):
         if self.partition_mode == "per_direction" and pairwise:
             raise ValueError(f"partition_mode='per_direction' cannot rank {', '.join(pairwise)} (they have no "
                              "positive of their own): use partition_mode='joint', or drop them")
-        if (self.hardness_mode is None) != (self.hardness_strength == 0):
+        if self.hardness_mode == "hard_negatives" and self.negatives == 0 and "hardness_strength" in changed:
+            raise ValueError("hardness_mode='hard_negatives' weighs the mined negatives, but negatives=0: set "
+                             "negatives >= 1, or use hardness_mode='in_batch_negatives'")
+        if (self.hardness_mode is None) != (self.hardness_strength == 0) and (
+                self.hardness_mode is not None or "hardness_strength" in changed):
             raise ValueError(f"hardness_mode={self.hardness_mode!r} with hardness_strength={self.hardness_strength}: "
-                             "set both (e.g. 'hard_negatives' and 5.0) or neither")
+                             "set both (e.g. 'hard_negatives' and 5.0), or hardness_mode None to weigh no "
+                             "negative more")
 
 
 class EvalConfig(_Config):

@@ -50,12 +50,20 @@ def test_train_embedding_without_guard_hands_over_the_trained_model(toy_beir, ti
     assert f"model: {out / 'model'}" in " ".join(result.stdout.split()) and not (out / "guard").exists()
     no_val = runner.invoke(app, ["-q", "train", "embedding", "--data", str(toy_beir), "--base", tiny_model_path,
                                  "--output", str(tmp_path / "m2"), "--max-steps", "1", "--freeze-upper-layers", "1",
-                                 "--layer-lr-decay", "0.5", "--lora-rank", "2", "--freeze-modules", "ffn@1"])
+                                 "--layer-lr-decay", "0.5", "--lora-rank", "2", "--freeze-modules", "ffn@1",
+                                 "--hardness-mode", "none", "--anchor-weight", "0"])
     assert no_val.exit_code == 0, no_val.output
     assert "no forgetting guard: it needs --val" in no_val.stdout
     config = json.loads((tmp_path / "m2" / "train-log.json").read_text())["config"]
     assert (config["freeze_upper_layers"], config["layer_lr_decay"], config["lora_rank"]) == (1, 0.5, 2)
     assert config["freeze_modules"] == ["ffn@1"]
+    assert (config["hardness_mode"], config["hardness_strength"], config["anchor_weight"]) == (None, 0.0, 0.0)
+    plain = runner.invoke(app, ["-q", "train", "embedding", "--data", str(toy_beir), "--base", tiny_model_path,
+                                "--output", str(tmp_path / "m4"), "--max-steps", "1", "--freeze-modules", "none",
+                                "--directions", "query_to_doc", "--json"])
+    assert plain.exit_code == 0, plain.output
+    config = json.loads((tmp_path / "m4" / "train-log.json").read_text())["config"]
+    assert config["freeze_modules"] == [] and config["directions"] == ["query_to_doc"]
     too_many = runner.invoke(app, ["-q", "train", "embedding", "--data", str(toy_beir), "--base", tiny_model_path,
                                    "--output", str(tmp_path / "m3"), "--max-steps", "1", "--freeze-upper-layers",
                                    "2"])

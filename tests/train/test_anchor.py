@@ -93,7 +93,7 @@ def test_a_heavy_anchor_keeps_the_trained_model_near_its_base(tiny_model_path, t
 @pytest.mark.parametrize("kw, message", [
     ({"anchor_weight": 1.0, "loss": "cached-mnrl"}, "drop one of them"),
     ({"anchor_weight": 1.0, "matryoshka_dims": [32, 16]}, "and matryoshka_dims"),
-    ({"anchor_texts": "all"}, "anchor_weight is 0"),
+    ({"anchor_texts": "all", "anchor_weight": 0.0}, "anchor_weight is 0"),
     ({"anchor_weight": -1.0}, "anchor_weight"),
 ])
 def test_config_refuses_what_the_anchor_cannot_do(kw, message):
@@ -101,6 +101,16 @@ def test_config_refuses_what_the_anchor_cannot_do(kw, message):
 
     with pytest.raises(ConfigError, match=message):
         RunConfig.load(overrides={f"embedding.{k}": v for k, v in kw.items()})
+
+
+@pytest.mark.parametrize("kw", [{"loss": "cached-mnrl"}, {"matryoshka_dims": [32, 16]}])
+def test_the_default_anchor_is_left_out_where_it_cannot_work(kw, tiny_model_path):
+    from ragtune.train.losses import build_loss
+
+    config = EmbeddingTrainConfig(base=tiny_model_path, **kw)
+    assert config.anchor_weight == 2.0 and config.anchor_in_use == 0.0
+    loss = build_loss(SentenceTransformer(tiny_model_path, device="cpu"), config)
+    assert type(loss).__name__ != "AnchoredLoss" and type(getattr(loss, "loss", loss)).__name__ != "AnchoredLoss"
 
 
 def test_cli_trains_with_an_anchor(tiny_model_path, tmp_path):
@@ -114,7 +124,7 @@ def test_cli_trains_with_an_anchor(tiny_model_path, tmp_path):
     out = tmp_path / "cli"
     result = CliRunner().invoke(app, ["-q", "train", "embedding", "--pairs", str(pairs), "--base", tiny_model_path,
                                       "--output", str(out), "--max-steps", "2", "--batch-size", "4",
-                                      "--anchor-weight", "2", "--json"])
+                                      "--anchor-weight", "3", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["loss"] == "AnchoredLoss(MultipleNegativesRankingLoss)"
-    assert json.loads((out / "train-log.json").read_text())["config"]["anchor_weight"] == 2.0
+    assert json.loads((out / "train-log.json").read_text())["config"]["anchor_weight"] == 3.0

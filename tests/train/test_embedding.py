@@ -181,6 +181,7 @@ def test_max_seq_length_beyond_the_encoders_positions_is_refused_before_training
 
 
 def test_frozen_modules_keep_one_sub_layer_kind_as_the_base_has_it(tiny_model_path, tmp_path):
+    import torch
     from pydantic import ValidationError
     from sentence_transformers import SentenceTransformer
 
@@ -192,6 +193,16 @@ def test_frozen_modules_keep_one_sub_layer_kind_as_the_base_has_it(tiny_model_pa
         assert param.requires_grad is not (sublayer_kind(name) == "attn" and layer_of(name) >= 1), name
     with pytest.raises(ConfigError, match="'ffn@2'.*between 0 and 1"):
         layers.freeze_modules(model, ["ffn@2"])
+    top = SentenceTransformer(tiny_model_path, device="cpu")  # a negative K counts from the top
+    assert layers.freeze_modules(top, ["ffn@-1"]) > 0
+    assert {layer_of(n) for n, p in top.named_parameters() if not p.requires_grad} == {1}
+    assert layers.freeze_modules(top, ["attn@-3"]) > 0  # more than the model has: every layer
+    assert {layer_of(n) for n, p in top.named_parameters() if sublayer_kind(n) == "attn" and p.requires_grad} == set()
+    unnamed = torch.nn.Sequential(torch.nn.Linear(2, 2))  # weights ragtune cannot sort into sub-layers
+    with pytest.raises(ConfigError, match="'attn@-3'"):
+        layers.freeze_modules(unnamed, ["attn@-3"])
+    assert layers.freeze_modules(unnamed, ["attn@-3"], strict=False) == 0  # the default's spec: a warning only
+    assert all(p.requires_grad for p in unnamed.parameters())
     with pytest.raises(ValidationError, match="'attention@1'.*KIND@K"):
         EmbeddingTrainConfig(base=tiny_model_path, freeze_modules=["attention@1"])
     result = train_embedding(_train_data(), _config(tiny_model_path, freeze_modules=["attn@1"]), tmp_path / "fm",
@@ -228,7 +239,8 @@ def test_lora_trains_low_rank_changes_and_writes_a_plain_model(tiny_model_path, 
 
     corpus, queries, qrels, _ = _train_data()
     val = BeirDataset(corpus, queries, qrels)  # the best-checkpoint path writes the model too
-    config = _config(tiny_model_path, lora_rank=2, warmup_ratio=0.0)  # every evaluated step has moved
+    # every evaluated step has moved; nothing frozen, so every linear layer gets adapters that train
+    config = _config(tiny_model_path, lora_rank=2, warmup_ratio=0.0, freeze_modules=[])
     result = train_embedding(_train_data(), config, tmp_path / "lora", val=val, save_every_s=None)
     import torch
 

@@ -62,6 +62,8 @@ def test_each_loss_trains_and_writes_a_loadable_model(loss, extra, loss_class, t
     uses_teacher = loss in ("margin-mse", "kl")
     config = _config(tiny_model_path, loss=loss, teacher=teacher if uses_teacher else None, **extra)
     result = train_embedding(_data(), config, tmp_path / "run", save_every_s=None)
+    if loss != "cached-mnrl":  # the default recipe anchors to the base wherever the anchor works
+        loss_class = f"AnchoredLoss({loss_class})"
     assert result.steps == 2 and result.loss == loss_class
     model = SentenceTransformer(str(result.model_dir), device="cpu")
     assert model.encode(["a question"]).shape == (1, 32)
@@ -86,13 +88,18 @@ def test_ranking_options_reach_the_loss_and_change_it(tiny_model_path):
     model = load_sentence_transformer(tiny_model_path, device="cpu")
     torch.manual_seed(0)
     embeddings = [torch.randn(4, 32) for _ in range(3)]  # queries, positives, one negative each
-    plain = build_loss(model, _config(tiny_model_path, negatives=1))
+    plain_mnrl = {"directions": ["query_to_doc"], "hardness_mode": None, "hardness_strength": 0.0}
+    plain = build_loss(model, _config(tiny_model_path, negatives=1, anchor_weight=0.0, **plain_mnrl))
+    default = build_loss(model, _config(tiny_model_path, negatives=1)).loss  # the recipe: GTE's loss, hardness 5
+    assert tuple(default.directions) == ("query_to_doc", "query_to_query", "doc_to_query")
+    assert default.hardness_mode == "hard_negatives" and default.hardness_strength == 5.0
     values = {}
     for name, extra in {"gte": {"directions": ["query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc"]},
                         "symmetric": {"directions": ["query_to_doc", "doc_to_query"],
                                       "partition_mode": "per_direction"},
                         "hard": {"hardness_mode": "all_negatives", "hardness_strength": 9.0}}.items():
-        loss = build_loss(model, _config(tiny_model_path, negatives=1, anchor_weight=1.0, **extra)).loss
+        loss = build_loss(model, _config(tiny_model_path, negatives=1, anchor_weight=1.0,
+                                         **{**plain_mnrl, **extra})).loss
         assert tuple(loss.directions) == tuple(extra.get("directions", ["query_to_doc"]))
         assert loss.partition_mode == extra.get("partition_mode", "joint")
         assert loss.hardness_mode == extra.get("hardness_mode") and loss.hardness_strength == extra.get(
@@ -106,14 +113,16 @@ def test_ranking_options_reach_the_loss_and_change_it(tiny_model_path):
     assert tuple(cached.directions) == ("query_to_doc", "doc_to_query")
 
 
-def test_ranking_options_an_older_sentence_transformers_lacks_fail_with_a_fix(tiny_model_path):
+def test_ranking_options_an_older_sentence_transformers_lacks_fail_with_a_fix(tiny_model_path, caplog):
     from ragtune.train.losses import _ranking_options
 
     class OldMNRL:  # the signature of sentence-transformers' MNRL before the directions / hardness options
         def __init__(self, model, scale=20.0, similarity_fct=None):
             pass
 
-    assert _ranking_options(OldMNRL, _config(tiny_model_path)) == {}
+    with caplog.at_level("WARNING", logger="ragtune.train.losses"):
+        assert _ranking_options(OldMNRL, _config(tiny_model_path)) == {}  # the default recipe's: plain MNRL there
+    assert "training with plain MNRL there" in caplog.text
     with pytest.raises(ConfigError, match="directions, partition_mode: OldMNRL of sentence-transformers .* "
                                           "upgrade it"):
         _ranking_options(OldMNRL, _config(tiny_model_path, directions=["query_to_doc", "doc_to_query"]))
@@ -287,7 +296,8 @@ def test_supervised_pairs_load_and_bad_lines_name_file_and_line(tmp_path):
     ({"directions": ["query_to_doc", "query_to_doc"]}, "list each direction once"),
     ({"directions": ["query_to_doc", "query_to_query"], "partition_mode": "per_direction"},
      "cannot rank query_to_query"),
-    ({"hardness_strength": 5.0}, "set both"),
+    ({"hardness_strength": 0.0}, "set both"),
+    ({"negatives": 0, "hardness_strength": 9.0}, "weighs the mined negatives, but negatives=0"),
     ({"loss": "kl", "teacher": "msmarco-onnx", "negatives": 2, "directions": ["query_to_doc", "doc_to_query"]},
      "directions shape the MNRL loss"),
 ])

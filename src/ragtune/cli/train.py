@@ -49,15 +49,16 @@ def embedding_command(
     directions: str | None = typer.Option(None, "--directions", metavar="DIR,...",
                                           help="mnrl / cached-mnrl: similarities the softmax ranks, from "
                                                "query_to_doc, doc_to_query, query_to_query, doc_to_doc "
-                                               "(default: query_to_doc)."),
+                                               "(default: query_to_doc,query_to_query,doc_to_query, GTE's loss; "
+                                               "query_to_doc alone is plain MNRL)."),
     partition_mode: str | None = typer.Option(None, "--partition-mode", help="With several --directions: joint "
                                               "(one softmax) or per_direction (one each, averaged) (default: joint)."),
     hardness_mode: str | None = typer.Option(None, "--hardness-mode", help="mnrl / cached-mnrl: weigh harder "
                                              "in_batch_negatives, hard_negatives or all_negatives more (with "
-                                             "--hardness-strength) (default: off)."),
+                                             "--hardness-strength), or none (default: hard_negatives)."),
     hardness_strength: float | None = typer.Option(None, "--hardness-strength", metavar="ALPHA",
                                                    help="With --hardness-mode: logit boost per unit of cosine "
-                                                        "[0]."),
+                                                        "[5]."),
     mine_with: str | None = typer.Option(None, "--mine-with", help="Miner: dense (the base model), bm25 or both "
                                                                    "(default: dense)."),
     relative_margin: float | None = typer.Option(None, "--relative-margin", help="False-negative guard: skip "
@@ -75,7 +76,8 @@ def embedding_command(
                                                         "(less forgetting of general retrieval) [0]."),
     freeze_modules: str | None = typer.Option(None, "--freeze-modules", metavar="KIND@K,...",
                                               help="Leave a sub-layer kind (attn, ffn, norm) of every layer from K "
-                                                   "up as the base has it, e.g. attn@3 [none]."),
+                                                   "up as the base has it, e.g. attn@3; negative K counts from the "
+                                                   "top; none trains every weight [attn@-3]."),
     layer_lr_decay: float | None = typer.Option(None, "--layer-lr-decay", metavar="X",
                                                 help="Layer i from the bottom trains at --lr x X^(i+1), so the "
                                                      "upper layers change less [1: one rate]."),
@@ -85,7 +87,7 @@ def embedding_command(
     anchor_weight: float | None = typer.Option(None, "--anchor-weight", metavar="W",
                                                help="Keep the passages' embeddings near the base model's: adds W x "
                                                     "their mean cosine distance from a frozen base copy to the "
-                                                    "loss (less forgetting) [0: off]."),
+                                                    "loss (less forgetting); 0 = off [2]."),
     patience: int | None = typer.Option(None, "--patience", help="With --val: stop after N evaluations without "
                                                                  "a better nDCG@10; 0 = never [3]."),
     evals_per_epoch: int | None = typer.Option(None, "--evals-per-epoch", help="With --val: evaluations per "
@@ -94,8 +96,8 @@ def embedding_command(
     max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many steps (overrides "
                                                                    "--epochs)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Pairs per batch; more = more in-batch "
-                                                                     "negatives [32]."),
-    lr: float | None = typer.Option(None, "--lr", help="Learning rate [2e-5]."),
+                                                                     "negatives [64]."),
+    lr: float | None = typer.Option(None, "--lr", help="Learning rate [1e-4]."),
     max_seq_length: int | None = typer.Option(None, "--max-seq-length", help="Tokens per text [256]."),
     gradient_checkpointing: bool | None = typer.Option(None, "--gradient-checkpointing", help="Recompute "
                                                        "activations in the backward pass: far less memory for "
@@ -149,18 +151,21 @@ def embedding_command(
         except ValueError:
             raise ConfigError(f"--matryoshka-dims {matryoshka_dims!r}: expected sizes separated by commas, e.g. "
                               "384,256,128") from None
+    hardness_off = (hardness_mode or "").strip().lower() == "none"
     overrides = {"embedding.base": base, "embedding.epochs": epochs, "embedding.max_steps": max_steps,
                  "embedding.batch_size": batch_size, "embedding.learning_rate": lr,
                  "embedding.max_seq_length": max_seq_length, "embedding.seed": seed,
                  "embedding.gradient_checkpointing": gradient_checkpointing, "embedding.loss": loss,
                  "embedding.negatives": negatives, "embedding.mine_with": mine_with,
                  "embedding.directions": _names(directions), "embedding.partition_mode": partition_mode,
-                 "embedding.hardness_mode": hardness_mode, "embedding.hardness_strength": hardness_strength,
+                 "embedding.hardness_mode": None if hardness_off else hardness_mode,
+                 "embedding.hardness_strength": hardness_strength,
                  "embedding.relative_margin": relative_margin, "embedding.teacher": teacher,
                  "embedding.teacher_margin": teacher_margin, "embedding.matryoshka_dims": dims,
                  "embedding.mini_batch_size": mini_batch_size, "embedding.evals_per_epoch": evals_per_epoch,
                  "embedding.freeze_upper_layers": freeze_upper_layers, "embedding.layer_lr_decay": layer_lr_decay,
-                 "embedding.freeze_modules": _names(freeze_modules),
+                 "embedding.freeze_modules": [] if (freeze_modules or "").strip().lower() == "none"
+                 else _names(freeze_modules),
                  "embedding.lora_rank": lora_rank, "embedding.anchor_weight": anchor_weight,
                  "embedding.patience": patience if patience != 0 else None,
                  "guard.max_general_drop": max_general_drop}
@@ -170,6 +175,9 @@ def embedding_command(
         run_cfg.guard.enabled = False
     if patience == 0:
         cfg.patience = None
+    if hardness_off:
+        cfg.hardness_mode = None
+        cfg.hardness_strength = hardness_strength or 0.0
     monitored = _monitor_sets(monitor or [])  # bad specs fail before anything is loaded
     train_set = load_pairs(pairs) if pairs is not None else load_beir(data, queries=queries, qrels=qrels)
     val_set = load_beir(val) if val is not None else None

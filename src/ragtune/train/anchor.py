@@ -8,7 +8,8 @@ passage columns (or all of its columns), where ``base`` is a frozen copy of the 
 any sentence-transformers loss with ``compute_loss_from_embeddings`` (MNRL, MarginMSE, DistillKLDiv), so the
 student embeds each batch once.
 
-Set by ``EmbeddingTrainConfig.anchor_weight`` (``--anchor-weight``) and ``anchor_texts``; off by default.
+Set by ``EmbeddingTrainConfig.anchor_weight`` (``--anchor-weight``; 2 in the default recipe, 0 = off) and
+``anchor_texts``.
 """
 
 from __future__ import annotations

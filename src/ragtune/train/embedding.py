@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ragtune._io import atomic_dir, atomic_write_json, text_sha1
-from ragtune.config import EmbeddingTrainConfig
+from ragtune.config import RECIPE_FREEZE, EmbeddingTrainConfig
 from ragtune.data.beir import BeirDataset
 from ragtune.errors import ConfigError, DataFormatError
 from ragtune.train.checkpoints import FINGERPRINT_FILE, latest_checkpoint, split_history
@@ -310,8 +310,8 @@ def train_embedding(train: Any, config: EmbeddingTrainConfig | None = None, outp
         frozen = freeze_upper_layers(model, config.freeze_upper_layers)
         logger.info("the top %d layers stay as the base has them (%d tensors frozen)", config.freeze_upper_layers,
                     frozen)
-    if config.freeze_modules:
-        frozen = freeze_modules(model, config.freeze_modules)
+    if config.freeze_modules:  # the default recipe's spec must not stop a model ragtune cannot sort into sub-layers
+        frozen = freeze_modules(model, config.freeze_modules, strict=config.freeze_modules != list(RECIPE_FREEZE))
         logger.info("%s stay as the base has them (%d tensors frozen)", ", ".join(config.freeze_modules), frozen)
     rates = layer_learning_rates(model, config.learning_rate, config.layer_lr_decay) if config.layer_lr_decay < 1 else {}
     if rates and "learning_rate_mapping" not in SentenceTransformerTrainingArguments.__dataclass_fields__:

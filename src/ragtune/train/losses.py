@@ -9,33 +9,40 @@ mined negatives); :func:`build_loss` wraps any of them in MatryoshkaLoss when tr
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from ragtune.config import EmbeddingTrainConfig
 
+logger = logging.getLogger(__name__)
+
 
 def _ranking_options(loss_class: type, config: EmbeddingTrainConfig) -> dict[str, Any]:
-    """The MNRL options ``config`` sets away from their defaults (directions, partition, hardness weighting), checked
-    against what the installed sentence-transformers' ``loss_class`` accepts."""
+    """The MNRL options ``config`` trains with (directions, partition, hardness weighting), checked against what the
+    installed sentence-transformers' ``loss_class`` accepts: left out with a warning where only the default recipe
+    asked for them, an error where the config did."""
     import inspect
 
     from ragtune.errors import ConfigError
 
-    options: dict[str, Any] = {}
-    changed = config.changed_ranking_options()
-    if "directions" in changed or "partition_mode" in changed:
-        options.update(directions=tuple(config.directions), partition_mode=config.partition_mode)
-    if "hardness_mode" in changed:
-        options.update(hardness_mode=config.hardness_mode, hardness_strength=config.hardness_strength)
+    options = config.ranking_options()
     missing = sorted(set(options) - set(inspect.signature(loss_class.__init__).parameters))
-    if missing:
-        import sentence_transformers
+    if not missing:
+        return options
+    import sentence_transformers
 
-        raise ConfigError(f"{', '.join(missing)}: {loss_class.__name__} of sentence-transformers "
+    asked = set(config.changed_ranking_options())
+    groups = ({"directions", "partition_mode"}, {"hardness_mode", "hardness_strength"})
+    refused = sorted(k for k in missing if any(k in group and group & asked for group in groups))
+    if refused:
+        raise ConfigError(f"{', '.join(refused)}: {loss_class.__name__} of sentence-transformers "
                           f"{sentence_transformers.__version__} has no such option; upgrade it "
                           "(pip install -U sentence-transformers) or leave the option at its default")
-    return options
+    logger.warning("%s of sentence-transformers %s has no %s: training with plain MNRL there, not the default "
+                   "recipe's (pip install -U sentence-transformers for it)", loss_class.__name__,
+                   sentence_transformers.__version__, ", ".join(missing))
+    return {k: v for k, v in options.items() if k not in missing}
 
 
 def _mnrl(model: Any, config: EmbeddingTrainConfig) -> Any:
@@ -75,15 +82,18 @@ DISTIL = ("margin-mse", "kl")
 
 def build_loss(model: Any, config: EmbeddingTrainConfig) -> Any:
     """The loss ``config.loss`` names, wrapped in MatryoshkaLoss when ``config.matryoshka_dims`` is set and in
-    AnchoredLoss (a frozen copy of ``config.base`` as the anchor) when ``config.anchor_weight`` is above 0."""
+    AnchoredLoss (a frozen copy of ``config.base`` as the anchor) when ``config.anchor_in_use`` is above 0."""
     from ragtune.errors import ConfigError
 
     loss = LOSSES[config.loss](model, config)
-    if config.anchor_weight > 0:  # the config rules out cached-mnrl and Matryoshka here
+    if config.anchor_weight > 0 and not config.anchor_in_use:
+        logger.info("no anchor to the base model: the default anchor_weight does not work with %s",
+                    "matryoshka_dims" if config.matryoshka_dims else config.loss)
+    if config.anchor_in_use > 0:
         from ragtune.models import resolve_model
         from ragtune.train.anchor import anchored
 
-        return anchored(model, loss, resolve_model(config.base), config.anchor_weight, config.anchor_texts)
+        return anchored(model, loss, resolve_model(config.base), config.anchor_in_use, config.anchor_texts)
     if config.matryoshka_dims:
         from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
 

@@ -173,11 +173,13 @@ def sublayer_kind(key: str) -> str | None:
 
 
 def parse_module_spec(spec: str) -> tuple[str, int]:
-    """``"attn@3"`` -> ``("attn", 3)``; a ValueError naming the spec and the expected form otherwise."""
+    """``"attn@3"`` -> ``("attn", 3)``, ``"attn@-3"`` -> ``("attn", -3)`` (the top three layers); a ValueError
+    naming the spec and the expected form otherwise."""
     kind, _, k = str(spec).partition("@")
-    if kind not in SUBLAYER_KINDS or not k.isdigit():
+    if kind not in SUBLAYER_KINDS or not k.removeprefix("-").isdigit() or k == "-0":
         raise ValueError(f"sub-layer spec {spec!r}: write KIND@K with KIND one of {', '.join(SUBLAYER_KINDS)} "
-                         "and K the first transformer layer it applies to (0-based), e.g. 'attn@3'")
+                         "and K the first transformer layer it applies to (0-based, or negative to count from "
+                         "the top), e.g. 'attn@3' or 'attn@-3'")
     return kind, int(k)
 
 
