@@ -164,6 +164,11 @@ class EmbeddingTrainConfig(_Config):
     evals_per_epoch: int = Field(4, ge=1, description="validation evaluations per epoch (with a validation set)")
     patience: int | None = Field(3, ge=1, description="stop after this many evaluations without a better val "
                                                       "nDCG@10 (None = never stop early)")
+    small_set_steps: int = Field(50, ge=0, description="with epochs and learning_rate at their defaults, a set "
+                                 "whose epochs take fewer steps than this trains for enough epochs to make at "
+                                 "least this many, at half the learning rate, and the last step is written: "
+                                 "validation, once per epoch, is logged but neither chooses the model nor stops "
+                                 "training (0 = off)")
 
     @field_validator("teacher")
     @classmethod

@@ -208,7 +208,7 @@ def _train(ws: Workspace, config: RunConfig) -> dict[str, Any]:
                              save_steps=config.embedding.save_steps,
                              save_every_s=config.embedding.checkpoint_every_s)
     return {"model": str(result.model_dir), "steps": result.steps, "pairs": result.n_pairs,
-            "seconds": result.seconds}
+            "seconds": result.seconds, "schedule": result.schedule}
 
 
 def _val_set(ws: Workspace):

@@ -219,6 +219,45 @@ def test_early_stopping_keeps_the_best_model(tiny_model_path, tmp_path, monkeypa
     assert not (tmp_path / "es" / "checkpoints").exists()
 
 
+def test_a_small_set_trains_longer_at_half_the_rate_and_writes_the_last_step(tiny_model_path, tmp_path, monkeypatch):
+    from sentence_transformers import SentenceTransformer
+
+    scripted = ScriptedEvaluator([0.90, 0.10, 0.05])
+    monkeypatch.setattr(validation, "ir_evaluator", lambda val, batch_size, name="val": scripted)
+    val = BeirDataset(CORPUS, {"v": "fact 3"}, {"v": {"c3": 1}})
+    # 24 pairs over 12 chunks in batches of 4: 6 steps an epoch, so 10 steps take 2 epochs
+    config = _config(tiny_model_path, max_steps=None, learning_rate=1e-4, small_set_steps=10, patience=1)
+    result = train_embedding(_data(), config, tmp_path / "small", val=val, save_every_s=None)
+    assert result.schedule == {"epochs": 2.0, "learning_rate": 5e-5, "keep": "last", "small_set": True}
+    assert result.steps == 12 and not result.stopped_early  # validation fell, but it does not stop this schedule
+    assert [step for step, _ in scripted.calls] == [6, 12]  # once per epoch
+    assert result.best_step is None and result.best_metric is None
+    assert max(e["learning_rate"] for e in result.losses) <= 5e-5
+    log = json.loads(result.log_path.read_text())
+    assert log["schedule"]["keep"] == "last" and log["config"]["learning_rate"] == 1e-4
+    written = SentenceTransformer(str(result.model_dir), device="cpu")
+    checksum = sum(float(p.detach().sum()) for p in written.parameters())
+    assert checksum == pytest.approx(dict(scripted.calls)[12], rel=1e-6)  # the last step, not the best
+    assert checksum != pytest.approx(dict(scripted.calls)[6], rel=1e-6)
+
+
+@pytest.mark.parametrize(("overrides", "steps_per_epoch", "small"), [
+    ({}, 13, True), ({}, 50, False), ({"small_set_steps": 0}, 13, False), ({"epochs": 4}, 13, False),
+    ({"epochs": 2}, 13, False), ({"learning_rate": 2e-5}, 13, False), ({"max_steps": 30}, 13, False)])
+def test_the_small_set_schedule_applies_only_to_the_default_epochs_and_rate(overrides, steps_per_epoch, small):
+    from ragtune.train.embedding import training_schedule
+
+    config = EmbeddingTrainConfig(**overrides)
+    schedule = training_schedule(config, steps_per_epoch)
+    if small:
+        assert schedule.small_set and schedule.keep == "last"
+        assert schedule.epochs * steps_per_epoch >= config.small_set_steps > (schedule.epochs - 1) * steps_per_epoch
+        assert schedule.learning_rate == config.learning_rate / 2
+    else:
+        assert (schedule.epochs, schedule.learning_rate, schedule.keep) == (config.epochs, config.learning_rate,
+                                                                            "best")
+
+
 def test_monitored_sets_are_logged_but_never_pick_the_checkpoint(tiny_model_path, tmp_path, monkeypatch):
     from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 

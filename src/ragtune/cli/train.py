@@ -93,6 +93,11 @@ def embedding_command(
     evals_per_epoch: int | None = typer.Option(None, "--evals-per-epoch", help="With --val: evaluations per "
                                                                                 "epoch [4]."),
     epochs: float | None = typer.Option(None, "--epochs", help="Training epochs [1]."),
+    small_set_steps: int | None = typer.Option(None, "--small-set-steps", metavar="N",
+                                               help="With --epochs and --lr at their defaults, a set whose epoch "
+                                                    "takes fewer than N steps trains for enough epochs to make N, "
+                                                    "at half the learning rate, and the last step is written "
+                                                    "(validation is only logged); 0 turns this off [50]."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many steps (overrides "
                                                                    "--epochs)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Pairs per batch; more = more in-batch "
@@ -153,6 +158,7 @@ def embedding_command(
                               "384,256,128") from None
     hardness_off = (hardness_mode or "").strip().lower() == "none"
     overrides = {"embedding.base": base, "embedding.epochs": epochs, "embedding.max_steps": max_steps,
+                 "embedding.small_set_steps": small_set_steps,
                  "embedding.batch_size": batch_size, "embedding.learning_rate": lr,
                  "embedding.max_seq_length": max_seq_length, "embedding.seed": seed,
                  "embedding.gradient_checkpointing": gradient_checkpointing, "embedding.loss": loss,
@@ -212,6 +218,10 @@ def embedding_command(
         stop = ", stopped early" if result.stopped_early else ""
         console.print(f"best validation nDCG@10: {result.best_metric:.4f} at step {result.best_step} (the model "
                       f"written){stop}", highlight=False)
+    elif result.schedule and result.schedule["small_set"]:
+        console.print(f"small training set: {result.schedule['epochs']:g} epochs at learning rate "
+                      f"{result.schedule['learning_rate']:g}, the last step written "
+                      "(--small-set-steps 0 turns this off)", highlight=False)
     if guarded is not None:
         console.print(f"forgetting guard ({guarded.verdict}): {guarded.message}", highlight=False)
         console.print(f"model: {guarded.model_dir} (trained: {result.model_dir})", highlight=False, soft_wrap=True)

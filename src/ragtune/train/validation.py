@@ -66,10 +66,12 @@ def ndcg_key(metrics: dict[str, Any]) -> str | None:
 
 class BestKeeper(TrainerCallback):
     """Keeps the model with the best validation nDCG@10 in ``best_dir`` and stops training after ``patience``
-    evaluations without improvement. After a resume its state is rebuilt from the restored log history."""
+    evaluations without improvement. After a resume its state is rebuilt from the restored log history. With
+    ``choose=False`` it only logs each evaluation against the best so far: nothing is saved, training never stops
+    early, and the last step is the model written."""
 
-    def __init__(self, best_dir: Path, patience: int | None) -> None:
-        self.best_dir, self.patience = best_dir, patience
+    def __init__(self, best_dir: Path, patience: int | None, *, choose: bool = True) -> None:
+        self.best_dir, self.patience, self.choose = best_dir, patience, choose
         self.best_metric: float | None = None
         self.best_step: int | None = None
         self.since_best = 0
@@ -99,7 +101,7 @@ class BestKeeper(TrainerCallback):
             return
         value = float(metrics[key])
         if self._update(state.global_step, value):
-            if is_main_process() and model is not None:
+            if self.choose and is_main_process() and model is not None:
                 with atomic_dir(self.best_dir) as tmp:
                     save_plain(model, tmp)  # LoRA adapters merged: the best model is a plain one
                     atomic_write_json(tmp / "best.json", {"step": state.global_step, "metric": value, "key": key})
@@ -107,7 +109,8 @@ class BestKeeper(TrainerCallback):
         else:
             logger.info("validation nDCG@10 %.4f at step %d (best %.4f at step %s; %d without improvement)", value,
                         state.global_step, self.best_metric, self.best_step, self.since_best)
-            if self.patience is not None and self.since_best >= self.patience and state.global_step < state.max_steps:
+            if (self.choose and self.patience is not None and self.since_best >= self.patience
+                    and state.global_step < state.max_steps):
                 logger.info("early stopping: no better validation nDCG@10 in %d evaluations", self.since_best)
                 self.stopped_early = True
                 control.should_training_stop = True
