@@ -120,8 +120,8 @@ def training_schedule(config: EmbeddingTrainConfig, steps_per_epoch: int) -> Tra
     """``config``'s epochs and learning rate, or the small-set schedule: when both are at their defaults, no
     ``max_steps`` is set and the epochs take fewer than ``config.small_set_steps`` steps, as many epochs as make
     that many steps, at half the learning rate, writing the last step. On SciFact's 786 real training claims
-    (13 steps an epoch) one epoch gave nDCG@10 0.6870 and this schedule's four 0.7236, while the validation
-    set ranked two four-epoch models the opposite way round from the test set (bench/RESULTS.md)."""
+    (13 steps an epoch) one epoch gave test nDCG@10 0.6870 and this schedule's four 0.7218, while validation
+    ranked its first epoch best and two four-epoch models the other way round from test (bench/RESULTS.md)."""
     fields = EmbeddingTrainConfig.model_fields
     small = (config.small_set_steps > 0 and config.max_steps is None
              and config.epochs == fields["epochs"].default and config.learning_rate == fields["learning_rate"].default
