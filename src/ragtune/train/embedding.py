@@ -15,9 +15,10 @@ writes::
 Calling it again into the same ``output_dir`` after an interruption resumes from the last complete checkpoint,
 provided the data and configuration are unchanged (a fingerprint guards this). Pairs come from
 :mod:`ragtune.train.pairs`, losses from :mod:`ragtune.train.losses`, batches from :mod:`ragtune.train.sampler`,
-validation and the best checkpoint from :mod:`ragtune.train.validation`, frozen layers and per-layer learning
-rates from :mod:`ragtune.train.layers`, LoRA adapters from :mod:`ragtune.train.lora`; this module holds the mining
-and teacher glue and the trainer.
+validation and the best checkpoint from :mod:`ragtune.train.validation`, epochs and learning rate (the small-set
+schedule) from :mod:`ragtune.train.schedule`, frozen layers and per-layer learning rates from
+:mod:`ragtune.train.layers`, LoRA adapters from :mod:`ragtune.train.lora`; this module holds the mining and teacher
+glue and the trainer.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from ragtune._io import atomic_dir, atomic_write_json, text_sha1
 from ragtune.config import RECIPE_FREEZE, EmbeddingTrainConfig
@@ -53,6 +54,7 @@ from ragtune.train.losses import DISTIL, LOSSES, build_loss, loss_name
 from ragtune.train.pairs import Pair, build_pairs, load_pairs, passage_text, training_pairs
 from ragtune.train.progress import TrainProgress
 from ragtune.train.sampler import NoSharedPositiveBatchSampler
+from ragtune.train.schedule import TrainSchedule, training_schedule
 from ragtune.train.validation import BestKeeper, trainer_evaluator
 from ragtune.workspace import config_key
 
@@ -100,36 +102,6 @@ def _hf_bars_off() -> Iterator[None]:
     finally:
         if was_on:
             hf_logging.enable_progress_bar()
-
-
-# --- schedule ----------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TrainSchedule:
-    """How many epochs, at what learning rate, and which model is written with a validation set: the best
-    checkpoint (``best``) or the last step (``last``)."""
-
-    epochs: float
-    learning_rate: float
-    keep: Literal["best", "last"] = "best"
-    small_set: bool = False
-
-
-def training_schedule(config: EmbeddingTrainConfig, steps_per_epoch: int) -> TrainSchedule:
-    """``config``'s epochs and learning rate, or the small-set schedule: when both are at their defaults, no
-    ``max_steps`` is set and the epochs take fewer than ``config.small_set_steps`` steps, as many epochs as make
-    that many steps, at half the learning rate, writing the last step. On SciFact's 786 real training claims
-    (13 steps an epoch) one epoch gave test nDCG@10 0.6870 and this schedule's four 0.7218, while validation
-    ranked its first epoch best and two four-epoch models the other way round from test (bench/RESULTS.md)."""
-    fields = EmbeddingTrainConfig.model_fields
-    small = (config.small_set_steps > 0 and config.max_steps is None
-             and config.epochs == fields["epochs"].default and config.learning_rate == fields["learning_rate"].default
-             and config.epochs * steps_per_epoch < config.small_set_steps)
-    if not small:
-        return TrainSchedule(config.epochs, config.learning_rate)
-    return TrainSchedule(float(math.ceil(config.small_set_steps / max(1, steps_per_epoch))),
-                         config.learning_rate / 2, keep="last", small_set=True)
 
 
 # --- negatives and teacher labels ------------------------------------------------------------------------------
