@@ -67,8 +67,15 @@ def test_language_step_drops_questions_in_another_language() -> None:
     ("What did the authors measure?", True),
     ("How does this finding relate to tolerance?", True),
     ("文中提到长城东起哪里？", True),
+    ("What did the study find about leaves?", True),
+    ("What was the study's main finding?", True),
+    ("What did this study on mice show?", True),
+    ("Based on the context information, when do leaves fall?", True),
     ("How do plants use light to make sugar?", False),
     ("Which text editor supports Python?", False),  # 'text' alone is fine
+    ("What is the role of chlorophyll in the context of drought?", False),  # names its subject
+    ("What was the main finding of the study on leaf colour in autumn?", False),
+    ("What did the paper by Calvin show about carbon fixation?", False),
 ])
 def test_standalone_step_drops_questions_that_point_at_their_text(text, dropped) -> None:
     out = run({"q": text}, {"q": "plants"}, FilterConfig(**{**OFF, "standalone": True}))

@@ -42,10 +42,14 @@ Retriever = Callable[[Queries, int], Mapping[str, Any]]
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
-# Questions that only make sense next to their passage; a searcher never writes these.
+# Questions that only make sense next to their passage; a searcher never writes these. "In the context of X" and
+# "the study on X" name their subject, so they stay ("the study's", "the study suggest", "this study" do not).
+_NAMES_ITS_SUBJECT = (r"(?:on|of|in|into|about|regarding|concerning|by|titled|entitled|comparing|investigating|"
+                      r"examining|evaluating|assessing)\b")
 _POINTS_AT_TEXT = re.compile(
-    r"\b(?:the|this|given|above|following|provided)\s+(?:passage|text|context|excerpt|paragraph|article|"
-    r"document|abstract)\b|\b(?:this|the)\s+(?:study|paper)\b|\bthe\s+authors?\b|"
+    r"\b(?:the|this|given|above|following|provided)\s+(?:passage|text|context(?!\s+of\b)|excerpt|paragraph|"
+    r"article|document|abstract)\b|\bthis\s+(?:study|paper)\b|"
+    rf"\bthe\s+(?:study|paper)\b(?!\s+{_NAMES_ITS_SUBJECT})|\bthe\s+authors?\b|"
     r"\bthis\s+(?:finding|method|approach|work|research|review|experiment|trial)s?\b|"
     r"本文|文中|上文|原文|这段(?:文字|话|内容)|该(?:段|文|研究)|材料中", re.I)
 
